@@ -1,0 +1,337 @@
+// Package config owns previewd's settings: every one of them is read from a
+// PREVIEWD_* environment variable, can be overridden by a command-line flag,
+// has its default in the settings table below, and is validated at start-up
+// with an error that names the variable.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EnvPrefix starts the name of every environment variable previewd reads.
+const EnvPrefix = "PREVIEWD_"
+
+// Config holds every setting. Build it with Load, FromEnv or Default.
+type Config struct {
+	// RedisURL is redis://, rediss:// or unix:// (one Redis), or, with
+	// RedisCluster, a seed node URL whose ?addr= parameters list more nodes.
+	RedisURL     string
+	RedisCluster bool
+	// Namespace prefixes every Redis key previewd writes and the names of its
+	// asynq queues, so that several deployments (or tests) can share a Redis.
+	Namespace string
+
+	CSMBaseURL   string
+	CSMAPIKey    Secret
+	CSMTimeout   time.Duration
+	CSMRateLimit int // requests per second to CSM, shared by every worker; 0 disables it
+	CSMRateBurst int
+
+	WebhookSecret       Secret
+	WebhookTimeout      time.Duration
+	WebhookAllowPrivate bool
+
+	PollInterval    time.Duration
+	PollMaxInterval time.Duration
+	JobDeadline     time.Duration
+	ReconcileGrace  time.Duration
+	Retention       time.Duration
+
+	Concurrency        int
+	WebhookConcurrency int
+	ShutdownTimeout    time.Duration
+
+	LogLevel  string
+	LogFormat string
+
+	explicit map[string]bool
+}
+
+// Explicit reports whether the setting with the given flag name was given by
+// a flag or an environment variable rather than left at its default.
+func (c Config) Explicit(flagName string) bool { return c.explicit[flagName] }
+
+// setting describes one configuration value: its flag name (the environment
+// variable is derived from it), default, help text and how to apply it.
+type setting struct {
+	flag   string
+	def    string
+	usage  string
+	secret bool
+	apply  func(c *Config, v string) error
+	get    func(c Config) string
+}
+
+// Env returns the environment variable of the setting.
+func (s setting) env() string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(s.flag, "-", "_"))
+}
+
+var settings = []setting{
+	stringSetting("redis-url", "redis://127.0.0.1:6379/0", "Redis URL (redis://, rediss://, unix://)",
+		func(c *Config) *string { return &c.RedisURL }),
+	boolSetting("redis-cluster", "false", "treat the Redis URL as a Redis Cluster seed (more nodes with ?addr=host:port)",
+		func(c *Config) *bool { return &c.RedisCluster }),
+	stringSetting("namespace", "previewd", "prefix of previewd's Redis keys and asynq queue names",
+		func(c *Config) *string { return &c.Namespace }),
+	stringSetting("csm-base-url", "https://api.csm.ai", "CSM API base URL",
+		func(c *Config) *string { return &c.CSMBaseURL }),
+	secretSetting("csm-api-key", "CSM API key (x-api-key); required by the worker",
+		func(c *Config) *Secret { return &c.CSMAPIKey }),
+	durationSetting("csm-timeout", "30s", "timeout of one CSM API request",
+		func(c *Config) *time.Duration { return &c.CSMTimeout }),
+	intSetting("csm-rate-limit", "10", "CSM requests per second shared by all workers (0 = no limit)",
+		func(c *Config) *int { return &c.CSMRateLimit }),
+	intSetting("csm-rate-burst", "20", "burst allowed above the CSM rate limit",
+		func(c *Config) *int { return &c.CSMRateBurst }),
+	secretSetting("webhook-secret", "Standard Webhooks signing secret (whsec_...); required by the worker",
+		func(c *Config) *Secret { return &c.WebhookSecret }),
+	durationSetting("webhook-timeout", "15s", "timeout of one webhook delivery attempt",
+		func(c *Config) *time.Duration { return &c.WebhookTimeout }),
+	boolSetting("webhook-allow-private", "false", "allow webhook URLs on loopback/private addresses (local development only)",
+		func(c *Config) *bool { return &c.WebhookAllowPrivate }),
+	durationSetting("poll-interval", "5s", "first interval between status polls of a job",
+		func(c *Config) *time.Duration { return &c.PollInterval }),
+	durationSetting("poll-max-interval", "1m", "the poll interval grows up to this",
+		func(c *Config) *time.Duration { return &c.PollMaxInterval }),
+	durationSetting("job-deadline", "3h", "a job not finished this long after it was created ends timed_out",
+		func(c *Config) *time.Duration { return &c.JobDeadline }),
+	durationSetting("reconcile-grace", "10m", "after a preview POST whose outcome is unknown, how long to wait for upstream evidence before failing the job",
+		func(c *Config) *time.Duration { return &c.ReconcileGrace }),
+	durationSetting("retention", "168h", "how long finished jobs (and their webhook messages) are kept",
+		func(c *Config) *time.Duration { return &c.Retention }),
+	intSetting("concurrency", "10", "preview tasks (requests and polls) one worker runs at once",
+		func(c *Config) *int { return &c.Concurrency }),
+	intSetting("webhook-concurrency", "10", "webhook deliveries one worker runs at once",
+		func(c *Config) *int { return &c.WebhookConcurrency }),
+	durationSetting("shutdown-timeout", "10s", "how long a stopping worker waits for in-flight tasks",
+		func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	stringSetting("log-level", "info", "debug, info, warn or error",
+		func(c *Config) *string { return &c.LogLevel }),
+	stringSetting("log-format", "json", "json or console",
+		func(c *Config) *string { return &c.LogFormat }),
+}
+
+// Error is a configuration error; it names the environment variable and flag.
+type Error struct {
+	Env, Flag string
+	Reason    string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (--%s): %s", e.Env, e.Flag, e.Reason)
+}
+
+// Default returns the configuration with every setting at its default.
+func Default() Config {
+	c, err := load(func(string) string { return "" }, nil)
+	if err != nil {
+		panic("config: defaults do not validate: " + err.Error())
+	}
+	return c
+}
+
+// FromEnv reads the configuration from the environment only.
+func FromEnv(getenv func(string) string) (Config, error) {
+	return load(getenv, nil)
+}
+
+// Flags holds the flags RegisterFlags added to a FlagSet.
+type Flags struct {
+	fs   *flag.FlagSet
+	vals map[string]*string
+}
+
+// RegisterFlags adds one flag per setting to fs. After fs.Parse, call Load.
+func RegisterFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{fs: fs, vals: make(map[string]*string, len(settings))}
+	for _, s := range settings {
+		usage := fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env(), s.def)
+		if s.secret {
+			usage = fmt.Sprintf("%s (env %s; prefer the environment: flags show in process lists)", s.usage, s.env())
+		}
+		f.vals[s.flag] = fs.String(s.flag, "", usage)
+	}
+	return f
+}
+
+// Load builds the configuration: flags given on the command line win over
+// environment variables, which win over defaults.
+func (f *Flags) Load(getenv func(string) string) (Config, error) {
+	given := map[string]string{}
+	f.fs.Visit(func(fl *flag.Flag) {
+		if v, ok := f.vals[fl.Name]; ok {
+			given[fl.Name] = *v
+		}
+	})
+	return load(getenv, given)
+}
+
+func load(getenv func(string) string, flags map[string]string) (Config, error) {
+	c := Config{explicit: map[string]bool{}}
+	var errs []error
+	for _, s := range settings {
+		v, ok := flags[s.flag]
+		if !ok {
+			v = getenv(s.env())
+			ok = v != ""
+		}
+		if ok {
+			c.explicit[s.flag] = true
+		} else {
+			v = s.def
+		}
+		if err := s.apply(&c, strings.TrimSpace(v)); err != nil {
+			reason := err.Error()
+			if s.secret {
+				reason = "invalid value"
+			}
+			errs = append(errs, &Error{Env: s.env(), Flag: s.flag, Reason: reason})
+		}
+	}
+	c.CSMBaseURL = strings.TrimRight(c.CSMBaseURL, "/")
+	c.LogLevel = strings.ToLower(c.LogLevel)
+	c.LogFormat = strings.ToLower(c.LogFormat)
+	if len(errs) == 0 {
+		errs = append(errs, c.validate()...)
+	}
+	return c, errors.Join(errs...)
+}
+
+var namespacePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
+
+func (c Config) validate() []error {
+	var errs []error
+	bad := func(flagName, format string, args ...any) {
+		errs = append(errs, &Error{Env: lookup(flagName).env(), Flag: flagName, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.RedisCluster {
+		if _, err := redis.ParseClusterURL(c.RedisURL); err != nil {
+			bad("redis-url", "not a Redis Cluster URL: %v", err)
+		}
+	} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		bad("redis-url", "not a Redis URL: %v", err)
+	}
+	if !namespacePattern.MatchString(c.Namespace) {
+		bad("namespace", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+	}
+	if u, err := url.Parse(c.CSMBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("csm-base-url", "must be an absolute http or https URL")
+	} else if u.User != nil {
+		bad("csm-base-url", "must not contain user info (use PREVIEWD_CSM_API_KEY)")
+	}
+	positive := []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"csm-timeout", c.CSMTimeout}, {"webhook-timeout", c.WebhookTimeout}, {"job-deadline", c.JobDeadline},
+		{"reconcile-grace", c.ReconcileGrace}, {"shutdown-timeout", c.ShutdownTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			bad(p.flag, "must be positive")
+		}
+	}
+	// asynq schedules with one-second granularity: a shorter interval would
+	// silently become a busy loop of zero-delay polls.
+	if c.PollInterval < time.Second {
+		bad("poll-interval", "must be at least 1s")
+	}
+	if c.PollMaxInterval < c.PollInterval {
+		bad("poll-max-interval", "must be at least the poll interval (%s)", c.PollInterval)
+	}
+	if c.Retention < time.Minute {
+		bad("retention", "must be at least 1m")
+	}
+	if c.CSMRateLimit < 0 {
+		bad("csm-rate-limit", "must not be negative")
+	}
+	if c.CSMRateLimit > 0 && c.CSMRateBurst < 1 {
+		bad("csm-rate-burst", "must be at least 1 when a rate limit is set")
+	}
+	if c.Concurrency < 1 || c.Concurrency > 10000 {
+		bad("concurrency", "must be between 1 and 10000")
+	}
+	if c.WebhookConcurrency < 1 || c.WebhookConcurrency > 10000 {
+		bad("webhook-concurrency", "must be between 1 and 10000")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "must be debug, info, warn or error")
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		bad("log-format", "must be json or console")
+	}
+	return errs
+}
+
+// RequireWorkerSecrets checks the settings a worker cannot run without.
+func (c Config) RequireWorkerSecrets() error {
+	var errs []error
+	if c.CSMAPIKey == "" {
+		errs = append(errs, &Error{Env: lookup("csm-api-key").env(), Flag: "csm-api-key", Reason: "is required to call CSM"})
+	}
+	if c.WebhookSecret == "" {
+		errs = append(errs, &Error{Env: lookup("webhook-secret").env(), Flag: "webhook-secret", Reason: "is required to sign webhooks (generate one with `previewd secret`)"})
+	}
+	return errors.Join(errs...)
+}
+
+// Entry is one setting as printed by `previewd config`.
+type Entry struct {
+	Env     string `json:"env"`
+	Flag    string `json:"flag"`
+	Value   string `json:"value"`
+	Default string `json:"default"`
+	Usage   string `json:"usage"`
+}
+
+// Entries lists every setting with its effective value, secrets redacted.
+func (c Config) Entries() []Entry {
+	out := make([]Entry, 0, len(settings))
+	for _, s := range settings {
+		out = append(out, Entry{Env: s.env(), Flag: s.flag, Value: s.get(c), Default: s.def, Usage: s.usage})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Env < out[j].Env })
+	return out
+}
+
+// EnvNames lists every environment variable previewd reads.
+func EnvNames() []string {
+	out := make([]string, 0, len(settings))
+	for _, s := range settings {
+		out = append(out, s.env())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// redactURL hides a password in a Redis URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "[unparseable]"
+	}
+	return u.Redacted()
+}
+
+func lookup(flagName string) setting {
+	for _, s := range settings {
+		if s.flag == flagName {
+			return s
+		}
+	}
+	panic("config: unknown setting " + flagName)
+}
