@@ -1,0 +1,18 @@
+-- Create a job unless it exists; the job key is the idempotency record.
+-- KEYS[1] job hash, KEYS[2] outbox hash
+-- ARGV: doc, status, fingerprint, ttl_ms, n_outbox, (entry_id, data) * n_outbox
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGET', KEYS[1], 'rhash') or '', redis.call('HGET', KEYS[1], 'doc') or ''}
+end
+redis.call('HSET', KEYS[1], 'v', 1, 'status', ARGV[2], 'doc', ARGV[1], 'rhash', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local n = tonumber(ARGV[5])
+local i = 6
+for _ = 1, n do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if n > 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return {1}

@@ -1,0 +1,10 @@
+-- Save a webhook message's delivery record, expiring with its job.
+-- KEYS[1] messages hash, KEYS[2] job hash
+-- ARGV: message_id, record, fallback_ttl_ms
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl <= 0 then
+  ttl = ARGV[3]
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1

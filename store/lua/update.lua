@@ -1,0 +1,45 @@
+-- Compare-and-set a job: commit the new document only if the version is the
+-- one the writer read, and never move the status backwards or out of a final
+-- status. Events and outbox entries of the change are written atomically
+-- with it.
+-- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] outbox hash, KEYS[4] messages hash
+-- ARGV: version, status, doc, ttl_ms, n_events, (event_id, body) * n_events,
+--       n_outbox, (entry_id, data) * n_outbox
+local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then
+  return 'notfound'
+end
+if v ~= ARGV[1] then
+  return 'conflict'
+end
+local old = redis.call('HGET', KEYS[1], 'status')
+local new = ARGV[2]
+if old ~= new then
+  if rank[new] == nil or rank[old] == nil or rank[old] == 3 or rank[new] < rank[old] then
+    return 'illegal'
+  end
+end
+redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3])
+local ttl = ARGV[4]
+redis.call('PEXPIRE', KEYS[1], ttl)
+local i = 5
+local n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
+  -- An event id is written once: its body is the snapshot every retry resends.
+  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for k = 2, 4 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
+end
+return 'ok'

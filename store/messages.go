@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MessageStatus is the delivery state of one event to one destination.
+type MessageStatus string
+
+// Message statuses.
+const (
+	MessagePending   MessageStatus = "pending"   // not yet delivered; retries may follow
+	MessageDelivered MessageStatus = "delivered" // a 2xx was received
+	MessageFailed    MessageStatus = "failed"    // given up: retries exhausted or not retryable
+)
+
+// Message is the delivery record of one event to one destination.
+type Message struct {
+	ID          string        `json:"id"`
+	EventID     string        `json:"event_id"`
+	EventType   EventType     `json:"event_type"`
+	Destination string        `json:"destination"`
+	Status      MessageStatus `json:"status"`
+	AttemptsN   int           `json:"attempt_count"`
+	Attempts    []Attempt     `json:"attempts"` // the most recent ones, oldest first
+	DeliveredAt *time.Time    `json:"delivered_at,omitempty"`
+}
+
+// Attempt is one delivery attempt.
+type Attempt struct {
+	At         time.Time     `json:"at"`
+	StatusCode int           `json:"status_code,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	Latency    time.Duration `json:"latency_ns"`
+	Response   string        `json:"response,omitempty"` // a short prefix of the response body
+}
+
+// maxAttemptsKept bounds a message's attempt log.
+const maxAttemptsKept = 20
+
+// AddAttempt appends an attempt, keeping the log bounded.
+func (m *Message) AddAttempt(a Attempt) {
+	m.AttemptsN++
+	if len(m.Attempts) >= maxAttemptsKept {
+		m.Attempts = m.Attempts[1:]
+	}
+	m.Attempts = append(m.Attempts, a)
+}
+
+// Message returns a delivery record, or ErrNotFound.
+func (s *Store) Message(ctx context.Context, jobID, msgID string) (Message, error) {
+	raw, err := s.rdb.HGet(ctx, s.messagesKey(jobID), msgID).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Message{}, fmt.Errorf("message %s of job %s: %w", msgID, jobID, ErrNotFound)
+	}
+	if err != nil {
+		return Message{}, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
+	}
+	var m Message
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
+	}
+	return m, nil
+}
+
+// SaveMessage writes a delivery record. One delivery task owns each message,
+// so records are written by one writer at a time.
+func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode message %s: %w", m.ID, err)
+	}
+	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
+	if err := recordMessageScript.Run(ctx, s.rdb, keys, m.ID, raw, s.retention.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err)
+	}
+	return nil
+}
+
+// Messages returns every delivery record of a job, oldest event first.
+func (s *Store) Messages(ctx context.Context, jobID string) ([]Message, error) {
+	m, err := s.rdb.HGetAll(ctx, s.messagesKey(jobID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read messages of job %s: %w", jobID, err)
+	}
+	out := make([]Message, 0, len(m))
+	for id, raw := range m {
+		var msg Message
+		if err := json.Unmarshal([]byte(raw), &msg); err != nil {
+			return nil, fmt.Errorf("decode message %s of job %s: %w", id, jobID, err)
+		}
+		out = append(out, msg)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return firstAttempt(out[i]).Before(firstAttempt(out[j]))
+	})
+	return out, nil
+}
+
+func firstAttempt(m Message) time.Time {
+	if len(m.Attempts) == 0 {
+		return time.Time{}
+	}
+	return m.Attempts[0].At
+}

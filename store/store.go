@@ -1,0 +1,402 @@
+// Package store owns previewd's records in Redis: jobs, the webhook events
+// they emitted, the delivery log of those events, and a per-job outbox of
+// tasks still to be enqueued.
+//
+// Every key of one job shares the hash tag {<job id>}, so each multi-key
+// script touches a single Redis Cluster slot. The two indexes across jobs
+// (jobs with a pending outbox, jobs by deadline) are sorted sets written by
+// separate commands that are safe to repeat.
+//
+// A job changes only through Update, a compare-and-set on its version run as
+// one Lua script that also refuses to move a job backwards or out of a final
+// status, and records the events and outbox entries of the change atomically
+// with it.
+package store
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound = errors.New("job not found")
+	// ErrNoChange, returned by an Update function, ends the update without writing.
+	ErrNoChange = errors.New("no change")
+	// ErrIllegalTransition means an update tried to move a job backwards or
+	// out of a final status; the job was not changed.
+	ErrIllegalTransition = errors.New("illegal status transition")
+	// ErrContention means an update lost the compare-and-set too many times in a row.
+	ErrContention = errors.New("job update contention")
+)
+
+// Options configure a Store.
+type Options struct {
+	// Namespace prefixes every key. Default "previewd".
+	Namespace string
+	// Retention is how long a finished job and its events are kept. Default 7 days.
+	Retention time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Store reads and writes job records in Redis.
+type Store struct {
+	rdb       redis.UniversalClient
+	ns        string
+	retention time.Duration
+	now       func() time.Time
+}
+
+// New returns a Store on rdb.
+func New(rdb redis.UniversalClient, opts Options) *Store {
+	if opts.Namespace == "" {
+		opts.Namespace = "previewd"
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = 7 * 24 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Store{rdb: rdb, ns: opts.Namespace, retention: opts.Retention, now: opts.Now}
+}
+
+// Now returns the store's clock reading.
+func (s *Store) Now() time.Time { return s.now() }
+
+func (s *Store) jobKey(id string) string      { return s.ns + ":{" + id + "}:job" }
+func (s *Store) eventsKey(id string) string   { return s.ns + ":{" + id + "}:events" }
+func (s *Store) outboxKey(id string) string   { return s.ns + ":{" + id + "}:outbox" }
+func (s *Store) messagesKey(id string) string { return s.ns + ":{" + id + "}:messages" }
+func (s *Store) outboxIndexKey() string       { return s.ns + ":index:outbox" }
+func (s *Store) deadlineIndexKey() string     { return s.ns + ":index:deadlines" }
+
+// KeysOf lists the Redis keys that hold the records of one job.
+func (s *Store) KeysOf(id string) []string {
+	return []string{s.jobKey(id), s.eventsKey(id), s.outboxKey(id), s.messagesKey(id)}
+}
+
+// OutboxEntry is a task to enqueue once the change that produced it is
+// committed. ID is unique within the job (the task id does well); Data is
+// opaque to the store.
+type OutboxEntry struct {
+	ID   string
+	Data []byte
+}
+
+// NewEvent asks Update to record an event. The store renders its body from
+// the job as it is after the change.
+type NewEvent struct {
+	ID   string
+	Type EventType
+}
+
+// Change is what an Update function adds beside the job itself.
+type Change struct {
+	Events []NewEvent
+	Outbox []OutboxEntry
+}
+
+// Event is a stored webhook event: its id and the exact bytes sent for it.
+type Event struct {
+	ID   string
+	Body []byte
+}
+
+// EventBody is the JSON body of every webhook event.
+type EventBody struct {
+	Type      EventType `json:"type"`
+	Timestamp time.Time `json:"timestamp"`
+	Data      Job       `json:"data"`
+}
+
+var (
+	//go:embed lua/create.lua
+	createSource string
+	//go:embed lua/update.lua
+	updateSource string
+	//go:embed lua/record_message.lua
+	recordMessageSource string
+	//go:embed lua/zrem_if_score.lua
+	zremIfScoreSource string
+
+	createScript        = redis.NewScript(createSource)
+	updateScript        = redis.NewScript(updateSource)
+	recordMessageScript = redis.NewScript(recordMessageSource)
+	zremIfScoreScript   = redis.NewScript(zremIfScoreSource)
+)
+
+// Create stores job unless a job with its id exists. It returns the stored
+// job, whether this call created it, and the request fingerprint the stored
+// job was created with (compare it to detect an idempotency key reused for a
+// different request). The outbox entries are stored with a new job only.
+func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Job, bool, string, error) {
+	doc, err := json.Marshal(job)
+	if err != nil {
+		return Job{}, false, "", fmt.Errorf("encode job %s: %w", job.ID, err)
+	}
+	if len(outbox) > 0 {
+		if err := s.indexOutbox(ctx, job.ID); err != nil {
+			return Job{}, false, "", err
+		}
+	}
+	if err := s.rdb.ZAdd(ctx, s.deadlineIndexKey(), redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}).Err(); err != nil {
+		return Job{}, false, "", fmt.Errorf("index job %s deadline: %w", job.ID, err)
+	}
+	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), len(outbox)}
+	for _, e := range outbox {
+		args = append(args, e.ID, e.Data)
+	}
+	res, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(job.ID), s.outboxKey(job.ID)}, args...).Slice()
+	if err != nil {
+		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
+	}
+	if created, _ := res[0].(int64); created == 1 {
+		return job, true, fingerprint, nil
+	}
+	storedFingerprint, _ := res[1].(string)
+	storedDoc, _ := res[2].(string)
+	var stored Job
+	if err := json.Unmarshal([]byte(storedDoc), &stored); err != nil {
+		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
+	}
+	return stored, false, storedFingerprint, nil
+}
+
+// Get returns the job with the given id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Job, error) {
+	j, _, err := s.load(ctx, id)
+	return j, err
+}
+
+func (s *Store) load(ctx context.Context, id string) (Job, string, error) {
+	vals, err := s.rdb.HMGet(ctx, s.jobKey(id), "v", "doc").Result()
+	if err != nil {
+		return Job{}, "", fmt.Errorf("read job %s: %w", id, err)
+	}
+	version, _ := vals[0].(string)
+	doc, _ := vals[1].(string)
+	if version == "" || doc == "" {
+		return Job{}, "", fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	var j Job
+	if err := json.Unmarshal([]byte(doc), &j); err != nil {
+		return Job{}, "", fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return j, version, nil
+}
+
+// maxUpdateAttempts bounds the compare-and-set loop; contention on one job is
+// rare (a poll racing a cancel), so running out means something is wrong.
+const maxUpdateAttempts = 20
+
+// Update applies fn to the current job and commits the result atomically with
+// the events and outbox entries fn returns, if and only if no other writer
+// changed the job meanwhile; otherwise it reloads the job and calls fn again.
+// fn must not have side effects beyond the job it is given. If fn returns
+// ErrNoChange, nothing is written and Update returns the job as read.
+// Update returns ErrIllegalTransition if fn moved the job backwards or out of
+// a final status.
+func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.Time) (Change, error)) (Job, error) {
+	for range maxUpdateAttempts {
+		j, version, err := s.load(ctx, id)
+		if err != nil {
+			return Job{}, err
+		}
+		now := s.now()
+		wasFinal := j.Status.Final()
+		change, err := fn(&j, now)
+		if errors.Is(err, ErrNoChange) {
+			return j, nil
+		}
+		if err != nil {
+			return j, err
+		}
+		j.UpdatedAt = now
+		committed, err := s.commit(ctx, j, version, change, now)
+		if err != nil {
+			return Job{}, err
+		}
+		if !committed {
+			continue
+		}
+		if j.Status.Final() && !wasFinal {
+			// Best effort: the sweeper drops index entries of final jobs.
+			_ = s.rdb.ZRem(ctx, s.deadlineIndexKey(), j.ID).Err()
+		}
+		return j, nil
+	}
+	return Job{}, fmt.Errorf("update job %s: %w", id, ErrContention)
+}
+
+func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) (bool, error) {
+	doc, err := json.Marshal(j)
+	if err != nil {
+		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), len(change.Events)}
+	for _, e := range change.Events {
+		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j})
+		if err != nil {
+			return false, fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		args = append(args, e.ID, body)
+	}
+	args = append(args, len(change.Outbox))
+	for _, e := range change.Outbox {
+		args = append(args, e.ID, e.Data)
+	}
+	if len(change.Outbox) > 0 {
+		// Indexed before the commit: a crash between the two leaves an index
+		// entry pointing at nothing (harmless) rather than an outbox nobody
+		// will ever flush.
+		if err := s.indexOutbox(ctx, j.ID); err != nil {
+			return false, err
+		}
+	}
+	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.outboxKey(j.ID), s.messagesKey(j.ID)}
+	res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
+	if err != nil {
+		return false, fmt.Errorf("update job %s: %w", j.ID, err)
+	}
+	switch res {
+	case "ok":
+		return true, nil
+	case "conflict":
+		return false, nil
+	case "notfound":
+		return false, fmt.Errorf("job %s: %w", j.ID, ErrNotFound)
+	case "illegal":
+		return false, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
+	}
+	return false, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+}
+
+// ttl is how long a job's keys live from now: a finished job is kept for the
+// retention period; an unfinished one until its deadline plus the retention
+// period, so that nothing outlives its usefulness even if every worker dies.
+func (s *Store) ttl(j Job, now time.Time) time.Duration {
+	if j.Status.Final() {
+		return s.retention
+	}
+	until := j.Deadline.Sub(now)
+	if until < 0 {
+		until = 0
+	}
+	return until + s.retention
+}
+
+// Event returns a stored event.
+func (s *Store) Event(ctx context.Context, jobID, eventID string) (Event, error) {
+	body, err := s.rdb.HGet(ctx, s.eventsKey(jobID), eventID).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Event{}, fmt.Errorf("event %s of job %s: %w", eventID, jobID, ErrNotFound)
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("read event %s of job %s: %w", eventID, jobID, err)
+	}
+	return Event{ID: eventID, Body: body}, nil
+}
+
+// Events returns every stored event of a job, keyed by id.
+func (s *Store) Events(ctx context.Context, jobID string) (map[string][]byte, error) {
+	m, err := s.rdb.HGetAll(ctx, s.eventsKey(jobID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read events of job %s: %w", jobID, err)
+	}
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+// Outbox returns the job's outbox entries not yet acknowledged.
+func (s *Store) Outbox(ctx context.Context, jobID string) ([]OutboxEntry, error) {
+	m, err := s.rdb.HGetAll(ctx, s.outboxKey(jobID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read outbox of job %s: %w", jobID, err)
+	}
+	out := make([]OutboxEntry, 0, len(m))
+	for k, v := range m {
+		out = append(out, OutboxEntry{ID: k, Data: []byte(v)})
+	}
+	return out, nil
+}
+
+// AckOutbox removes entries that have been enqueued.
+func (s *Store) AckOutbox(ctx context.Context, jobID string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := s.rdb.HDel(ctx, s.outboxKey(jobID), ids...).Err(); err != nil {
+		return fmt.Errorf("ack outbox of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+func (s *Store) indexOutbox(ctx context.Context, jobID string) error {
+	if err := s.rdb.ZAdd(ctx, s.outboxIndexKey(), redis.Z{Score: float64(s.now().UnixMilli()), Member: jobID}).Err(); err != nil {
+		return fmt.Errorf("index outbox of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// IndexEntry is a job id in one of the cross-job indexes, with its score.
+type IndexEntry struct {
+	JobID string
+	Score float64
+}
+
+// StaleOutboxes returns up to limit jobs whose outbox was last written
+// before the given time: candidates for a sweeper to flush.
+func (s *Store) StaleOutboxes(ctx context.Context, before time.Time, limit int64) ([]IndexEntry, error) {
+	return s.rangeIndex(ctx, s.outboxIndexKey(), float64(before.UnixMilli()), limit)
+}
+
+// DropOutboxIndex removes a job from the outbox index if its entry was not
+// refreshed since it was read (a refresh means a new outbox write).
+func (s *Store) DropOutboxIndex(ctx context.Context, e IndexEntry) error {
+	score := strconv.FormatFloat(e.Score, 'f', -1, 64)
+	if err := zremIfScoreScript.Run(ctx, s.rdb, []string{s.outboxIndexKey()}, e.JobID, score).Err(); err != nil {
+		return fmt.Errorf("drop outbox index of job %s: %w", e.JobID, err)
+	}
+	return nil
+}
+
+// Overdue returns up to limit unfinished jobs whose deadline passed before
+// the given time.
+func (s *Store) Overdue(ctx context.Context, before time.Time, limit int64) ([]IndexEntry, error) {
+	return s.rangeIndex(ctx, s.deadlineIndexKey(), float64(before.Unix()), limit)
+}
+
+// DropDeadlineIndex removes a job from the deadline index.
+func (s *Store) DropDeadlineIndex(ctx context.Context, jobID string) error {
+	if err := s.rdb.ZRem(ctx, s.deadlineIndexKey(), jobID).Err(); err != nil {
+		return fmt.Errorf("drop deadline index of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+func (s *Store) rangeIndex(ctx context.Context, key string, max float64, limit int64) ([]IndexEntry, error) {
+	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatFloat(max, 'f', -1, 64), Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read index %s: %w", key, err)
+	}
+	out := make([]IndexEntry, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		out = append(out, IndexEntry{JobID: id, Score: z.Score})
+	}
+	return out, nil
+}
