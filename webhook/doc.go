@@ -1,0 +1,18 @@
+// Package webhook signs and delivers previewd's outgoing webhooks.
+//
+// It owns three things and nothing else:
+//
+//   - Signing and verification per Standard Webhooks v1 (Secret, Signer,
+//     Verify): the webhook-id, webhook-timestamp and webhook-signature
+//     headers, HMAC-SHA256 over "id.timestamp.body".
+//   - The address policy that keeps webhooks off private networks (IsPublic,
+//     CheckURL). It is applied when a URL is registered and again on the
+//     address actually dialled, so DNS rebinding is caught.
+//   - Sending one request safely (Sender): bounded time, bounded response
+//     reading, no redirects, no proxies, and an error that tells the caller
+//     whether to retry (DeliveryError).
+//
+// The package knows nothing about jobs, queues or storage; retry scheduling
+// belongs to the caller. Signing secrets never appear in errors, logs or
+// formatted output.
+package webhook

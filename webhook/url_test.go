@@ -1,0 +1,156 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/previewd/previewd/webhook"
+)
+
+func TestCheckURL(t *testing.T) {
+	resolver := fakeResolver(t, map[string][]netip.Addr{
+		"public.example.":   {netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("2606:4700:4700::1111")},
+		"private.example.":  {netip.MustParseAddr("10.0.0.5")},
+		"metadata.example.": {netip.MustParseAddr("169.254.169.254")},
+		"mixed.example.":    {netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("127.0.0.1")},
+		"v6local.example.":  {netip.MustParseAddr("fd00::1")},
+	})
+
+	tests := []struct {
+		name         string
+		url          string
+		allowPrivate bool
+		wantErr      string // substring of the URLError reason; "" means accepted
+	}{
+		{name: "https public ip", url: "https://8.8.8.8/hook"},
+		{name: "http public ip with port", url: "http://1.1.1.1:8080/hook?x=1"},
+		{name: "uppercase scheme", url: "HTTPS://8.8.8.8/"},
+		{name: "ipv6 literal public", url: "https://[2606:4700:4700::1111]:443/hook"},
+		{name: "public name", url: "https://public.example/hook"},
+		{name: "public name, trailing dot", url: "https://public.example./hook"},
+		{name: "unresolvable name is accepted", url: "https://nowhere.example/hook"},
+
+		{name: "ftp", url: "ftp://8.8.8.8/file", wantErr: "must use http or https"},
+		{name: "file", url: "file:///etc/passwd", wantErr: "must use http or https"},
+		{name: "javascript", url: "javascript:alert(1)", wantErr: "must use http or https"},
+		{name: "gopher", url: "gopher://8.8.8.8:70/_", wantErr: "must use http or https"},
+		{name: "relative", url: "/hook", wantErr: "must be an absolute URL"},
+		{name: "scheme-relative", url: "//8.8.8.8/hook", wantErr: "must be an absolute URL"},
+		{name: "empty", url: "", wantErr: "must be an absolute URL"},
+		{name: "userinfo", url: "https://user:pass@8.8.8.8/", wantErr: "must not contain user info"},
+		{name: "userinfo without password", url: "https://user@public.example/", wantErr: "must not contain user info"},
+		{name: "missing host", url: "https:///hook", wantErr: "must have a host"},
+		{name: "port only", url: "https://:443/hook", wantErr: "must have a host"},
+		{name: "opaque", url: "http:8.8.8.8", wantErr: "must have a host"},
+		{name: "port zero", url: "https://8.8.8.8:0/", wantErr: "port between"},
+		{name: "port too big", url: "https://8.8.8.8:70000/", wantErr: "port between"},
+		{name: "too long", url: "https://public.example/" + strings.Repeat("a", 2048), wantErr: "at most 2048"},
+		{name: "unparsable", url: "https://bad host/", wantErr: "not a valid URL"},
+		{name: "bad host characters", url: "https://exa*mple.com/", wantErr: "not a valid host name"},
+
+		{name: "decimal ipv4", url: "http://2130706433/", wantErr: "not a standard IP address"},
+		{name: "octal ipv4", url: "http://0177.0.0.1/", wantErr: "not a standard IP address"},
+		{name: "hex ipv4", url: "http://0x7f.1/", wantErr: "not a standard IP address"},
+		{name: "hex whole ipv4", url: "http://0x7f000001/", wantErr: "not a standard IP address"},
+		{name: "short ipv4", url: "http://127.1/", wantErr: "not a standard IP address"},
+		{name: "leading zeros", url: "http://127.000.000.001/", wantErr: "not a standard IP address"},
+		{name: "trailing dot ipv4", url: "http://127.0.0.1./", wantErr: "not a standard IP address"},
+		{name: "odd spelling of a public ipv4", url: "http://134744072/", wantErr: "not a standard IP address"},
+		{name: "percent-encoded loopback", url: "http://%31%32%37.0.0.1/", wantErr: "not a valid URL"},
+
+		{name: "loopback ipv4", url: "http://127.0.0.1:8080/", wantErr: "host 127.0.0.1 is not a public address"},
+		{name: "private ipv4", url: "https://10.0.0.1/", wantErr: "host 10.0.0.1 is not a public address"},
+		{name: "metadata ipv4", url: "http://169.254.169.254/latest/meta-data/", wantErr: "not a public address"},
+		{name: "loopback ipv6", url: "http://[::1]/", wantErr: "host ::1 is not a public address"},
+		{name: "mapped loopback ipv6", url: "http://[::ffff:127.0.0.1]/", wantErr: "not a public address"},
+		{name: "ula ipv6", url: "http://[fd00::1]:8080/", wantErr: "not a public address"},
+		{name: "zoned ipv6", url: "http://[fe80::1%25eth0]/", wantErr: "not a public address"},
+		{name: "localhost", url: "http://localhost:8080/", wantErr: "host localhost is not a public address"},
+		{name: "localhost uppercase, trailing dot", url: "http://LOCALHOST./", wantErr: "not a public address"},
+		{name: "sub.localhost", url: "http://api.localhost/", wantErr: "not a public address"},
+		{name: "name resolving private", url: "https://private.example/", wantErr: "resolves to 10.0.0.5"},
+		{name: "name resolving to metadata", url: "https://metadata.example/", wantErr: "resolves to 169.254.169.254"},
+		{name: "name with one private address", url: "https://mixed.example/", wantErr: "resolves to 127.0.0.1"},
+		{name: "name resolving to ula", url: "https://v6local.example/", wantErr: "resolves to fd00::1"},
+
+		{name: "allowPrivate: loopback", url: "http://127.0.0.1:8080/", allowPrivate: true},
+		{name: "allowPrivate: localhost", url: "http://localhost:8080/", allowPrivate: true},
+		{name: "allowPrivate: private name", url: "http://private.example/", allowPrivate: true},
+		{name: "allowPrivate: ftp still refused", url: "ftp://127.0.0.1/", allowPrivate: true, wantErr: "must use http or https"},
+		{name: "allowPrivate: userinfo still refused", url: "http://u:p@127.0.0.1/", allowPrivate: true, wantErr: "must not contain user info"},
+		{name: "allowPrivate: odd spelling still refused", url: "http://127.1/", allowPrivate: true, wantErr: "not a standard IP address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := webhook.CheckURL(t.Context(), tt.url, tt.allowPrivate, resolver)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckURL(%q) = %v, want nil", tt.url, err)
+				}
+				return
+			}
+			var uerr *webhook.URLError
+			if !errors.As(err, &uerr) {
+				t.Fatalf("CheckURL(%q) = %v, want *URLError", tt.url, err)
+			}
+			if !strings.Contains(uerr.Reason, tt.wantErr) {
+				t.Errorf("reason %q does not contain %q", uerr.Reason, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestCheckURLNeverEchoesCredentials guards the promise that refusals do
+// not repeat the URL, whose query may carry a receiver's token.
+func TestCheckURLNeverEchoesCredentials(t *testing.T) {
+	for _, raw := range []string{
+		"https://user:hunter2@8.8.8.8/?token=hunter2",
+		"ftp://8.8.8.8/?token=hunter2",
+		"https://bad host/?token=hunter2",
+		"http://10.0.0.1/?token=hunter2",
+	} {
+		err := webhook.CheckURL(t.Context(), raw, false, fakeResolver(t, nil))
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("CheckURL(%q) = %v", raw, err)
+		}
+	}
+}
+
+func TestCheckURLHonoursContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	start := time.Now()
+	// A cancelled lookup is a failed lookup: accepted, and quickly.
+	if err := webhook.CheckURL(ctx, "https://slow.example/", false, fakeResolver(t, nil)); err != nil {
+		t.Errorf("CheckURL = %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Error("CheckURL ignored the cancelled context")
+	}
+}
+
+// FuzzCheckURL: arbitrary input must not panic, and anything accepted with
+// the address policy must be an http(s) URL with a host and no user info.
+func FuzzCheckURL(f *testing.F) {
+	for _, s := range []string{"https://8.8.8.8/", "http://0x7f.1/", "http://[::1]/", "http://a@b/", "http://[fe80::1%25x]/", "http://%31.0.0.1/", "http://1.2.3.4%2f/"} {
+		f.Add(s)
+	}
+	resolver := fakeResolver(f, nil)
+	f.Fuzz(func(t *testing.T, raw string) {
+		start := time.Now()
+		err := webhook.CheckURL(t.Context(), raw, false, resolver)
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("CheckURL(%q) took %v", raw, d)
+		}
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(strings.ToLower(raw), "http://") && !strings.HasPrefix(strings.ToLower(raw), "https://") {
+			t.Fatalf("accepted %q", raw)
+		}
+	})
+}
