@@ -1,0 +1,177 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/webhook"
+)
+
+// Errors of the producer API.
+var (
+	// ErrIdempotencyConflict: the idempotency key was used before for a
+	// different request.
+	ErrIdempotencyConflict = errors.New("idempotency key reused with a different request")
+	// ErrFinal: the job is already final and cannot be canceled.
+	ErrFinal = errors.New("job is already final")
+)
+
+// ClientOptions configure a Client. Zero values take the defaults of
+// config.Default().
+type ClientOptions struct {
+	Namespace   string        // default "previewd"
+	JobDeadline time.Duration // default 3h
+	Retention   time.Duration // default 7 days
+	// AllowPrivateWebhooks accepts webhook URLs on loopback and private
+	// addresses (local development and tests only).
+	AllowPrivateWebhooks bool
+	// Resolver resolves webhook hosts for the address check; default net.DefaultResolver.
+	Resolver *net.Resolver
+	Now      func() time.Time
+}
+
+// Client is the producer API: it validates preview requests, creates their
+// job records and enqueues them. It is safe for concurrent use.
+type Client struct {
+	store    *store.Store
+	enqueuer *Enqueuer
+	opts     ClientOptions
+}
+
+// NewClient returns a Client on an existing Redis connection, which it does
+// not close.
+func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
+	if opts.Namespace == "" {
+		opts.Namespace = "previewd"
+	}
+	if opts.JobDeadline <= 0 {
+		opts.JobDeadline = 3 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	st := store.New(rdb, store.Options{Namespace: opts.Namespace, Retention: opts.Retention, Now: opts.Now})
+	// An asynq client on a shared connection holds nothing to close.
+	ac := asynq.NewClientFromRedisClient(rdb)
+	return &Client{
+		store:    st,
+		enqueuer: NewEnqueuer(ac, st, QueuesFor(opts.Namespace)),
+		opts:     opts,
+	}
+}
+
+// Store returns the job store the client writes to.
+func (c *Client) Store() *store.Store { return c.store }
+
+// RequestPreview validates req, creates its job and enqueues the task that
+// will send the preview POST. Repeating a request with the same idempotency
+// key (or, without one, the same content) returns the same job and never
+// causes a second POST. Errors: *ValidationError for bad input,
+// ErrIdempotencyConflict for a key reused with different content.
+func (c *Client) RequestPreview(ctx context.Context, req PreviewRequest) (store.Job, error) {
+	if err := req.Validate(); err != nil {
+		return store.Job{}, err
+	}
+	if req.WebhookURL != "" {
+		if err := webhook.CheckURL(ctx, req.WebhookURL, c.opts.AllowPrivateWebhooks, c.opts.Resolver); err != nil {
+			return store.Job{}, &ValidationError{Fields: []FieldError{{Field: "webhook_url", Message: err.Error()}}}
+		}
+	}
+	fp := req.fingerprint()
+	job := newJob(req, JobID(req, fp), c.opts.Now(), c.opts.JobDeadline)
+	entry := OutboxEntry(RequestPreview{JobID: job.ID, SessionCode: job.SessionCode}, time.Time{})
+
+	stored, _, storedFP, err := c.store.Create(ctx, job, fp, []store.OutboxEntry{entry})
+	if err != nil {
+		return store.Job{}, err
+	}
+	if storedFP != fp {
+		return stored, fmt.Errorf("job %s: %w", stored.ID, ErrIdempotencyConflict)
+	}
+	// Also for an existing job: if its creator died before enqueueing, this
+	// repeat finishes the job's creation.
+	if err := c.enqueuer.Flush(ctx, stored.ID); err != nil {
+		return stored, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
+	}
+	return stored, nil
+}
+
+// idNamespace scopes the name-based UUIDs of jobs.
+var idNamespace = uuid.MustParse("7f1c2a51-8c3e-4d49-9a0e-6b1f2f6d0c3a")
+
+// JobID returns the id of the job a request creates: a name-based UUID of its
+// idempotency key, or of its content when it has none. The job record is
+// thereby its own idempotency record.
+func JobID(req PreviewRequest, fingerprint string) string {
+	if req.IdempotencyKey != "" {
+		return uuid.NewSHA1(idNamespace, []byte("key:"+req.IdempotencyKey)).String()
+	}
+	return uuid.NewSHA1(idNamespace, []byte("content:"+fingerprint)).String()
+}
+
+func newJob(req PreviewRequest, id string, now time.Time, deadline time.Duration) store.Job {
+	return store.Job{
+		ID:                id,
+		Status:            store.StatusQueued,
+		SessionCode:       req.SessionCode,
+		SelectedSpinIndex: req.SelectedSpinIndex,
+		SelectedSpin:      req.SelectedSpin,
+		ScaledBBox:        req.ScaledBBox,
+		PivotPoint:        req.PivotPoint,
+		WebhookURL:        req.WebhookURL,
+		ExternalID:        req.ExternalID,
+		IdempotencyKey:    req.IdempotencyKey,
+		CreatedAt:         now,
+		UpdatedAt:         now,
+		Deadline:          now.Add(deadline),
+		History:           []store.Transition{{At: now, Status: store.StatusQueued}},
+	}
+}
+
+// Job returns a job by id (store.ErrNotFound when unknown or expired).
+func (c *Client) Job(ctx context.Context, id string) (store.Job, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return store.Job{}, fmt.Errorf("job %q: %w", id, store.ErrNotFound)
+	}
+	return c.store.Get(ctx, id)
+}
+
+// Cancel cancels a job that is not final and fires preview.canceled.
+// Canceling a canceled job returns it unchanged; canceling a job in another
+// final status returns ErrFinal. A preview POST already sent is not undone
+// upstream (CSM has no cancel); polling stops.
+func (c *Client) Cancel(ctx context.Context, id string) (store.Job, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return store.Job{}, fmt.Errorf("job %q: %w", id, store.ErrNotFound)
+	}
+	var final bool
+	j, err := c.store.Update(ctx, id, func(j *store.Job, now time.Time) (store.Change, error) {
+		final = false
+		if j.Status.Final() {
+			final = j.Status != store.StatusCanceled
+			return store.Change{}, store.ErrNoChange
+		}
+		j.Finish(store.StatusCanceled, now, &store.JobError{Code: store.CodeCanceled, Message: "canceled by request"}, "")
+		var change store.Change
+		Emit(&change, j, store.EventCanceled)
+		return change, nil
+	})
+	if err != nil {
+		return j, err
+	}
+	if err := c.enqueuer.Flush(ctx, id); err != nil {
+		return j, fmt.Errorf("job %s canceled, webhook enqueue pending: %w", id, err)
+	}
+	if final {
+		return j, fmt.Errorf("job %s is %s: %w", id, j.Status, ErrFinal)
+	}
+	return j, nil
+}

@@ -1,0 +1,137 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/previewd/previewd/store"
+)
+
+// envelope is how a task waits in a job's outbox until it is enqueued.
+type envelope struct {
+	Type      string          `json:"type"`
+	Payload   json.RawMessage `json:"payload"`
+	ProcessAt time.Time       `json:"process_at,omitzero"`
+}
+
+// OutboxEntry returns the outbox entry that will enqueue p (at processAt,
+// or at once when zero) once the change carrying it is committed.
+func OutboxEntry(p Payload, processAt time.Time) store.OutboxEntry {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		panic("tasks: encode payload: " + err.Error()) // plain structs of strings and ints
+	}
+	data, err := json.Marshal(envelope{Type: p.TaskType(), Payload: raw, ProcessAt: processAt})
+	if err != nil {
+		panic("tasks: encode envelope: " + err.Error())
+	}
+	return store.OutboxEntry{ID: p.TaskID(), Data: data}
+}
+
+func taskFromEntry(e store.OutboxEntry, q Queues) (*asynq.Task, error) {
+	var env envelope
+	if err := json.Unmarshal(e.Data, &env); err != nil {
+		return nil, fmt.Errorf("%w: outbox entry %s: %v", ErrMalformed, e.ID, err)
+	}
+	var p Payload
+	var err error
+	switch env.Type {
+	case TypeRequestPreview:
+		p, err = decodeAs[RequestPreview](env.Payload)
+	case TypePollPreview:
+		p, err = decodeAs[PollPreview](env.Payload)
+	case TypeDeliverWebhook:
+		p, err = decodeAs[DeliverWebhook](env.Payload)
+	default:
+		err = fmt.Errorf("%w: outbox entry %s: unknown task type %q", ErrMalformed, e.ID, env.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return NewTask(p, q, env.ProcessAt)
+}
+
+func decodeAs[P Payload](raw []byte) (Payload, error) {
+	var p P
+	if err := decodePayload(raw, &p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// outboxStore is what the Enqueuer needs of the store.
+type outboxStore interface {
+	Outbox(ctx context.Context, jobID string) ([]store.OutboxEntry, error)
+	AckOutbox(ctx context.Context, jobID string, ids ...string) error
+}
+
+// Enqueuer moves committed outbox entries into asynq. Enqueueing is
+// idempotent: every task has a deterministic id, and an id asynq already
+// holds counts as enqueued.
+type Enqueuer struct {
+	client *asynq.Client
+	store  outboxStore
+	queues Queues
+}
+
+// NewEnqueuer returns an Enqueuer.
+func NewEnqueuer(client *asynq.Client, s outboxStore, q Queues) *Enqueuer {
+	return &Enqueuer{client: client, store: s, queues: q}
+}
+
+// Flush enqueues every pending outbox entry of a job and acknowledges those
+// that are in asynq. It is safe to call any number of times, from any process.
+func (e *Enqueuer) Flush(ctx context.Context, jobID string) error {
+	entries, err := e.store.Outbox(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	var done []string
+	var errs []error
+	for _, entry := range entries {
+		task, err := taskFromEntry(entry, e.queues)
+		if err != nil {
+			// A corrupt entry can never be enqueued: drop it, loudly.
+			errs = append(errs, err)
+			done = append(done, entry.ID)
+			continue
+		}
+		_, err = e.client.EnqueueContext(ctx, task)
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			errs = append(errs, fmt.Errorf("enqueue %s of job %s: %w", entry.ID, jobID, err))
+			continue
+		}
+		done = append(done, entry.ID)
+	}
+	if err := e.store.AckOutbox(ctx, jobID, done...); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// NewEventID returns a fresh event id: it becomes the webhook-id that every
+// delivery of the event carries.
+func NewEventID() string {
+	return "evt_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+}
+
+// Emit adds events of the given types to change, with one delivery task per
+// destination of the job (its webhook_url, when it has one).
+func Emit(change *store.Change, j *store.Job, types ...store.EventType) {
+	for _, t := range types {
+		id := NewEventID()
+		change.Events = append(change.Events, store.NewEvent{ID: id, Type: t})
+		if j.WebhookURL != "" {
+			change.Outbox = append(change.Outbox, OutboxEntry(DeliverWebhook{
+				JobID: j.ID, EventID: id, EventType: string(t), Destination: DestinationJob,
+			}, time.Time{}))
+		}
+	}
+}

@@ -1,0 +1,211 @@
+// Package tasks defines previewd's asynq tasks (type names, one typed payload
+// per task, how each is enqueued) and the producer API that Go backends
+// import to request previews: see Client.
+//
+// Payloads carry ids and parameters only, never secrets: operators read them
+// in the asynq dashboard.
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+)
+
+// Task type names.
+const (
+	TypeRequestPreview = "preview:request"
+	TypePollPreview    = "preview:poll"
+	TypeDeliverWebhook = "webhook:deliver"
+)
+
+// Queues are the asynq queues of one namespace: previews (requests and
+// polls) and webhooks, apart so that a slow receiver never delays polling.
+type Queues struct {
+	Previews string
+	Webhooks string
+}
+
+// QueuesFor returns the queue names of a namespace.
+func QueuesFor(namespace string) Queues {
+	return Queues{Previews: namespace + ":previews", Webhooks: namespace + ":webhooks"}
+}
+
+// Payload is a task payload: it knows its task type, its deterministic task
+// id (one task per purpose, whatever the number of enqueues) and how to
+// check itself.
+type Payload interface {
+	TaskType() string
+	TaskID() string
+	Validate() error
+}
+
+// RequestPreview asks a worker to send the preview POST of a job.
+type RequestPreview struct {
+	JobID       string `json:"job_id"`
+	SessionCode string `json:"session_code"`
+}
+
+// PollPreview asks a worker to read the session of a job once. Seq numbers
+// the polls of a job's single chain.
+type PollPreview struct {
+	JobID       string `json:"job_id"`
+	SessionCode string `json:"session_code"`
+	Seq         int    `json:"seq"`
+}
+
+// DeliverWebhook asks a worker to deliver one stored event to one destination.
+type DeliverWebhook struct {
+	JobID       string `json:"job_id"`
+	EventID     string `json:"event_id"`
+	EventType   string `json:"event_type"`
+	Destination string `json:"destination"` // "job": the job's own webhook_url
+}
+
+// DestinationJob is the job's own webhook_url.
+const DestinationJob = "job"
+
+// TaskType implements Payload.
+func (RequestPreview) TaskType() string { return TypeRequestPreview }
+
+// TaskType implements Payload.
+func (PollPreview) TaskType() string { return TypePollPreview }
+
+// TaskType implements Payload.
+func (DeliverWebhook) TaskType() string { return TypeDeliverWebhook }
+
+// TaskID implements Payload: one request task per job.
+func (p RequestPreview) TaskID() string { return "request:" + p.JobID }
+
+// TaskID implements Payload: one task per poll of the chain.
+func (p PollPreview) TaskID() string { return "poll:" + p.JobID + ":" + strconv.Itoa(p.Seq) }
+
+// TaskID implements Payload: one task per message (event, destination).
+func (p DeliverWebhook) TaskID() string { return "webhook:" + p.EventID + ":" + p.Destination }
+
+// Validate implements Payload.
+func (p RequestPreview) Validate() error {
+	return errors.Join(checkJobID(p.JobID), checkSessionCode(p.SessionCode))
+}
+
+// Validate implements Payload.
+func (p PollPreview) Validate() error {
+	var seqErr error
+	if p.Seq < 1 {
+		seqErr = fieldErr("seq", "must be at least 1")
+	}
+	return errors.Join(checkJobID(p.JobID), checkSessionCode(p.SessionCode), seqErr)
+}
+
+// Validate implements Payload.
+func (p DeliverWebhook) Validate() error {
+	var errs []error
+	errs = append(errs, checkJobID(p.JobID))
+	if !eventIDPattern.MatchString(p.EventID) {
+		errs = append(errs, fieldErr("event_id", "must look like evt_<32 hex digits>"))
+	}
+	if p.EventType == "" {
+		errs = append(errs, fieldErr("event_type", "is required"))
+	}
+	if p.Destination != DestinationJob {
+		errs = append(errs, fieldErr("destination", "must be \"job\""))
+	}
+	return errors.Join(errs...)
+}
+
+func checkJobID(id string) error {
+	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+		return fieldErr("job_id", "must be a UUID")
+	}
+	return nil
+}
+
+func checkSessionCode(code string) error {
+	if !sessionCodePattern.MatchString(code) {
+		return fieldErr("session_code", "must be 1-128 letters, digits, '_' or '-'")
+	}
+	return nil
+}
+
+// ErrMalformed marks a task whose payload cannot be processed; retrying it
+// cannot help.
+var ErrMalformed = errors.New("malformed task")
+
+// maxPayloadBytes bounds a payload; ours are a few hundred bytes.
+const maxPayloadBytes = 16 << 10
+
+// Decode decodes and validates the payload of t. Every failure wraps
+// ErrMalformed and names the problem.
+func Decode[P Payload](t *asynq.Task) (P, error) {
+	var p P
+	if t.Type() != p.TaskType() {
+		return p, fmt.Errorf("%w: task type %q, want %q", ErrMalformed, t.Type(), p.TaskType())
+	}
+	if err := decodePayload(t.Payload(), &p); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func decodePayload[P Payload](raw []byte, p *P) error {
+	if len(raw) > maxPayloadBytes {
+		return fmt.Errorf("%w: %s payload of %d bytes is larger than %d", ErrMalformed, (*p).TaskType(), len(raw), maxPayloadBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(p); err != nil {
+		return fmt.Errorf("%w: %s payload: %v", ErrMalformed, (*p).TaskType(), err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: %s payload: trailing data", ErrMalformed, (*p).TaskType())
+	}
+	if err := (*p).Validate(); err != nil {
+		return fmt.Errorf("%w: %s payload: %v", ErrMalformed, (*p).TaskType(), err)
+	}
+	return nil
+}
+
+// Retry budgets and run-time limits per task type. Requests retry only
+// failures that prove no preview was started (and auth faults until the
+// deadline); polls never spend retries on upstream answers, only on our own
+// Redis failing; webhooks follow the delivery schedule of RetryDelay.
+const (
+	requestMaxRetry = 25
+	pollMaxRetry    = 10
+	webhookMaxRetry = 7
+	requestTimeout  = 2 * time.Minute
+	pollTimeout     = 2 * time.Minute
+	webhookTimeout  = time.Minute
+)
+
+// NewTask builds the asynq task for p, due at processAt (now when zero).
+func NewTask(p Payload, q Queues, processAt time.Time) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, p.TaskType(), err)
+	}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", p.TaskType(), err)
+	}
+	opts := []asynq.Option{asynq.TaskID(p.TaskID())}
+	switch p.(type) {
+	case RequestPreview:
+		opts = append(opts, asynq.Queue(q.Previews), asynq.MaxRetry(requestMaxRetry), asynq.Timeout(requestTimeout))
+	case PollPreview:
+		opts = append(opts, asynq.Queue(q.Previews), asynq.MaxRetry(pollMaxRetry), asynq.Timeout(pollTimeout))
+	case DeliverWebhook:
+		opts = append(opts, asynq.Queue(q.Webhooks), asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(webhookTimeout))
+	default:
+		return nil, fmt.Errorf("tasks: unknown payload type %T", p)
+	}
+	if !processAt.IsZero() {
+		opts = append(opts, asynq.ProcessAt(processAt))
+	}
+	return asynq.NewTask(p.TaskType(), raw, opts...), nil
+}
