@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/previewd/previewd/config"
+	"github.com/previewd/previewd/csm"
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+	"github.com/previewd/previewd/webhook"
+	"github.com/previewd/previewd/worker"
+)
+
+// loadConfig parses args with the config flags added to fs.
+func loadConfig(e env, fs *flag.FlagSet, args []string) (config.Config, error) {
+	flags := config.RegisterFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return config.Config{}, err
+	}
+	cfg, err := flags.Load(e.getenv)
+	if err != nil {
+		return config.Config{}, usageError{msg: "configuration: " + err.Error()}
+	}
+	return cfg, nil
+}
+
+// newLogger builds the process logger: JSON for production, console for people.
+func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encCfg.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
+	return zap.New(core, zap.AddCaller()), nil
+}
+
+// openRedis connects to the configured Redis (or Redis Cluster) and checks
+// that it answers.
+func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
+	var rdb redis.UniversalClient
+	if cfg.RedisCluster {
+		opts, err := redis.ParseClusterURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
+		}
+		rdb = redis.NewClusterClient(opts)
+	} else {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
+		}
+		rdb = redis.NewClient(opts)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s does not answer: %w", redactedURL(cfg), err)
+	}
+	return rdb, nil
+}
+
+func redactedURL(cfg config.Config) string {
+	for _, e := range cfg.Entries() {
+		if e.Flag == "redis-url" {
+			return e.Value
+		}
+	}
+	return "?"
+}
+
+// newProducer returns the producer API configured like the workers.
+func newProducer(cfg config.Config, rdb redis.UniversalClient) *tasks.Client {
+	return tasks.NewClient(rdb, tasks.ClientOptions{
+		Namespace:            cfg.Namespace,
+		JobDeadline:          cfg.JobDeadline,
+		Retention:            cfg.Retention,
+		AllowPrivateWebhooks: cfg.WebhookAllowPrivate,
+	})
+}
+
+// newWorker wires a worker from the configuration.
+func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, obs worker.Observer) (*worker.Worker, error) {
+	if err := cfg.RequireWorkerSecrets(); err != nil {
+		return nil, usageError{msg: "configuration: " + err.Error()}
+	}
+	secret, err := webhook.ParseSecret(cfg.WebhookSecret.Reveal())
+	if err != nil {
+		return nil, usageError{msg: "configuration: PREVIEWD_WEBHOOK_SECRET (--webhook-secret): " + err.Error()}
+	}
+	var limiter csm.Limiter
+	if cfg.CSMRateLimit > 0 {
+		limiter = csm.NewRedisLimiter(rdb, cfg.Namespace+":ratelimit:csm", cfg.CSMRateLimit, cfg.CSMRateBurst)
+	}
+	client, err := csm.New(csm.Options{
+		BaseURL: cfg.CSMBaseURL,
+		APIKey:  cfg.CSMAPIKey.Reveal(),
+		Timeout: cfg.CSMTimeout,
+		Limiter: limiter,
+	})
+	if err != nil {
+		return nil, usageError{msg: "configuration: PREVIEWD_CSM_BASE_URL: " + err.Error()}
+	}
+	if cfg.WebhookAllowPrivate {
+		log.Warn("PREVIEWD_WEBHOOK_ALLOW_PRIVATE is on: webhooks may reach loopback and private addresses; use it only for local development")
+	}
+	st := store.New(rdb, store.Options{Namespace: cfg.Namespace, Retention: cfg.Retention})
+	return worker.New(rdb, worker.Deps{
+		Store:  st,
+		CSM:    client,
+		Sender: webhook.NewSender(webhook.SenderOptions{Timeout: cfg.WebhookTimeout, AllowPrivate: cfg.WebhookAllowPrivate}),
+		Signer: webhook.NewSigner(secret),
+	}, worker.Options{
+		Queues: tasks.QueuesFor(cfg.Namespace),
+		Polling: worker.PollPolicy{
+			Interval:       cfg.PollInterval,
+			MaxInterval:    cfg.PollMaxInterval,
+			ReconcileGrace: cfg.ReconcileGrace,
+		},
+		Concurrency:        cfg.Concurrency,
+		WebhookConcurrency: cfg.WebhookConcurrency,
+		ShutdownTimeout:    cfg.ShutdownTimeout,
+		Logger:             log,
+		Observer:           obs,
+	}), nil
+}

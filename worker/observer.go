@@ -1,0 +1,39 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/previewd/previewd/store"
+)
+
+// Observer receives what the handlers measure (metrics live elsewhere).
+type Observer interface {
+	// UpstreamCall: one call to CSM, its endpoint ("get_session",
+	// "request_preview"), outcome ("ok" or a csm.Kind) and latency.
+	UpstreamCall(endpoint, outcome string, latency time.Duration)
+	UpstreamRateLimited()
+	UpstreamAuthFault()
+	// JobFinished: a job reached a final status (called once per job by
+	// the process that finished it).
+	JobFinished(j store.Job)
+	// WebhookAttempt: one delivery attempt.
+	WebhookAttempt(outcome string, latency time.Duration)
+}
+
+// NopObserver observes nothing.
+type NopObserver struct{}
+
+// UpstreamCall implements Observer.
+func (NopObserver) UpstreamCall(string, string, time.Duration) {}
+
+// UpstreamRateLimited implements Observer.
+func (NopObserver) UpstreamRateLimited() {}
+
+// UpstreamAuthFault implements Observer.
+func (NopObserver) UpstreamAuthFault() {}
+
+// JobFinished implements Observer.
+func (NopObserver) JobFinished(store.Job) {}
+
+// WebhookAttempt implements Observer.
+func (NopObserver) WebhookAttempt(string, time.Duration) {}

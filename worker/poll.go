@@ -1,0 +1,190 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/previewd/previewd/csm"
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+)
+
+// pollResult is what one poll did, for logging after the commit (the update
+// function itself must stay free of side effects: it may run more than once).
+type pollResult struct {
+	stale          bool
+	upstreamChange bool
+	unknownStatus  bool
+	authFault      bool
+	pollErr        error
+}
+
+// PollPreview reads a job's session once, records what it says, and either
+// finishes the job or schedules the next poll. Polling is not failure: an
+// answer that says "still working", and any upstream error, schedules the
+// next poll without spending an asynq retry; only our own store failing
+// does. Every job has a deadline, so the chain always ends.
+//
+// Only the poll the chain expects (the job's Poll.Seq) does anything, so a
+// redelivered or duplicated poll task cannot fork the chain.
+func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.Decode[tasks.PollPreview](t)
+	if err != nil {
+		return err
+	}
+	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode).With(zap.Int("poll_seq", p.Seq))
+	job, err := h.store.Get(ctx, p.JobID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("job not found (expired or deleted); dropping poll")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if job.Status.Final() || job.Status != store.StatusGenerating || job.Poll.Seq != p.Seq {
+		if job.Poll.Seq == p.Seq+1 || job.Status.Final() {
+			// Our predecessor committed but may have died before enqueueing.
+			return h.flusher.Flush(ctx, job.ID)
+		}
+		log.Debug("stale poll; ignored", zap.Int("expected_seq", job.Poll.Seq), zap.String("status", string(job.Status)))
+		return nil
+	}
+	if !h.now().Before(job.Deadline) {
+		return h.finish(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded,
+			"CSM did not report a final status before the job's deadline")
+	}
+
+	start := time.Now()
+	sess, getErr := h.csm.GetSession(ctx, job.SessionCode)
+	h.metrics.UpstreamCall("get_session", outcomeOf(getErr), time.Since(start))
+	if getErr != nil && ctx.Err() != nil {
+		return ctx.Err() // shutting down: the same poll runs again, uncounted
+	}
+
+	var res pollResult
+	job, err = h.store.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		res = pollResult{}
+		if j.Status != store.StatusGenerating || j.Poll.Seq != p.Seq {
+			res.stale = true
+			return store.Change{}, store.ErrNoChange
+		}
+		var change store.Change
+		j.Polls++
+		var retryAfter time.Duration
+		if getErr != nil {
+			retryAfter = h.applyPollError(&change, j, now, getErr, &res)
+		} else {
+			h.applySession(&change, j, now, sess, &res)
+		}
+		if !j.Status.Final() {
+			h.schedulePollAfter(&change, j, now, p.Seq+1, retryAfter)
+		}
+		return change, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.logPoll(log, job, res)
+	return h.flusher.Flush(ctx, job.ID)
+}
+
+// applyPollError records a failed session read. A 404 fails the job; an
+// auth fault is a configuration problem, loud in the logs, and the job keeps
+// waiting (an operator can fix the key before the deadline); anything else
+// is retried by the next poll, no sooner than CSM asked.
+func (h *Handlers) applyPollError(change *store.Change, j *store.Job, now time.Time, err error, res *pollResult) time.Duration {
+	res.pollErr = err
+	j.Poll.LastError = err.Error()
+	var ce *csm.Error
+	if !errors.As(err, &ce) {
+		return 0
+	}
+	switch ce.Kind {
+	case csm.KindNotFound:
+		j.Finish(store.StatusFailed, now, &store.JobError{Code: store.CodeSessionNotFound, Message: "CSM answered 404 for the session while polling"}, "")
+		tasks.Emit(change, j, store.EventFailed)
+	case csm.KindAuth:
+		res.authFault = true
+	}
+	return ce.RetryAfter
+}
+
+// applySession records what the session says and decides the job's fate.
+func (h *Handlers) applySession(change *store.Change, j *store.Job, now time.Time, s *csm.Session, res *pollResult) {
+	j.Poll.LastError = ""
+	phase := s.Phase()
+	raw := s.RawStatus()
+	// Evidence that the session moved since our POST, so that a final status
+	// left by an earlier generation (or the 2025 schema's "complete" of the
+	// spin stage) is not taken for ours.
+	fp := s.MeshFingerprint()
+	moved := j.Poll.SawProgress || raw != j.Request.BaselineStatus || (fp != "" && fp != j.Request.BaselineMeshes)
+
+	res.upstreamChange = j.SetUpstreamStatus(raw, now)
+	res.unknownStatus = res.upstreamChange && phase == csm.PhaseUnknown
+	if s.PercentDone != nil && (j.PercentDone == nil || *j.PercentDone != *s.PercentDone) {
+		pct := *s.PercentDone
+		j.PercentDone = &pct
+		res.upstreamChange = true
+	}
+
+	switch {
+	case phase == csm.PhaseGenerating:
+		j.Poll.SawProgress = true
+	case phase == csm.PhaseDone && moved:
+		j.MeshURLs = s.MeshURLs()
+		if j.PercentDone != nil {
+			full := 100
+			j.PercentDone = &full
+		}
+		j.Finish(store.StatusDone, now, nil, "")
+		tasks.Emit(change, j, store.EventDone)
+		return
+	case phase == csm.PhaseFailed && moved:
+		j.Finish(store.StatusFailed, now, &store.JobError{Code: store.CodePreviewFailed, Message: "CSM reported " + raw}, "")
+		tasks.Emit(change, j, store.EventFailed)
+		return
+	}
+
+	// A POST whose outcome was never learned and no sign of it upstream:
+	// give up after the grace period rather than wait for the deadline. It
+	// is not re-sent: a second POST could bill a second preview.
+	if j.Request.Outcome == store.OutcomeUnknown && !j.Poll.SawProgress && j.Request.IntentAt != nil &&
+		now.Sub(*j.Request.IntentAt) >= h.polling.ReconcileGrace {
+		j.Finish(store.StatusFailed, now, &store.JobError{
+			Code: store.CodePreviewUnconfirmed,
+			Message: "the preview POST's outcome is unknown and the session showed no preview within the grace period; " +
+				"it was not re-sent to avoid billing twice: request again with a new idempotency key if you want another attempt",
+		}, "")
+		tasks.Emit(change, j, store.EventFailed)
+		return
+	}
+	if res.upstreamChange {
+		tasks.Emit(change, j, store.EventProgress)
+	}
+}
+
+func (h *Handlers) logPoll(log *zap.Logger, j store.Job, res pollResult) {
+	if res.stale {
+		log.Debug("poll lost a race with another writer; ignored")
+		return
+	}
+	log = log.With(zap.String("upstream_status", j.UpstreamStatus), zap.String("status", string(j.Status)), zap.Int("polls", j.Polls))
+	switch {
+	case res.authFault:
+		h.metrics.UpstreamAuthFault()
+		log.Error("CSM refused our API key while polling: check PREVIEWD_CSM_API_KEY; the job keeps waiting until its deadline", zap.Error(res.pollErr))
+	case res.pollErr != nil:
+		log.Warn("poll failed; the next poll retries", zap.Error(res.pollErr))
+	case res.unknownStatus:
+		log.Warn("unknown upstream status; treated as still working")
+	}
+	if j.Status.Final() {
+		h.metrics.JobFinished(j)
+		log.Info("job finished", zap.Any("error", j.Error))
+	}
+}

@@ -1,0 +1,279 @@
+// Package worker runs previewd's asynq handlers: it sends the preview POST of
+// each job (at most once), polls the session until a final status, and
+// delivers the signed webhooks the jobs emit. It also owns the asynq server
+// set-up (queues, retry pacing, graceful shutdown) and a sweeper that
+// re-enqueues outboxes left by crashed processes and times out jobs whose
+// poll chain died.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/previewd/previewd/csm"
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+	"github.com/previewd/previewd/webhook"
+)
+
+// Options configure a Worker. Zero values take sane defaults.
+type Options struct {
+	Queues             tasks.Queues
+	Polling            PollPolicy
+	Concurrency        int           // preview tasks at once; default 10
+	WebhookConcurrency int           // webhook deliveries at once; default 10
+	ShutdownTimeout    time.Duration // default 10s
+	SweepInterval      time.Duration // default 15s
+	Logger             *zap.Logger
+	Observer           Observer
+	Now                func() time.Time
+}
+
+// Deps are the Worker's collaborators.
+type Deps struct {
+	Store  *store.Store
+	CSM    CSM
+	Sender Sender
+	Signer *webhook.Signer
+}
+
+// Worker is one worker process's share of the work. Run as many as needed,
+// on as many machines: they coordinate only through Redis.
+type Worker struct {
+	rdb      redis.UniversalClient
+	handlers *Handlers
+	store    *store.Store
+	enqueuer *tasks.Enqueuer
+	opts     Options
+	log      *zap.Logger
+}
+
+// New returns a Worker on rdb, which it does not close.
+func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
+	if opts.Queues == (tasks.Queues{}) {
+		opts.Queues = tasks.QueuesFor("previewd")
+	}
+	if opts.Polling.Interval <= 0 {
+		opts.Polling.Interval = 5 * time.Second
+	}
+	if opts.Polling.MaxInterval < opts.Polling.Interval {
+		opts.Polling.MaxInterval = max(time.Minute, opts.Polling.Interval)
+	}
+	if opts.Polling.ReconcileGrace <= 0 {
+		opts.Polling.ReconcileGrace = 10 * time.Minute
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 10
+	}
+	if opts.WebhookConcurrency <= 0 {
+		opts.WebhookConcurrency = 10
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 10 * time.Second
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Observer == nil {
+		opts.Observer = NopObserver{}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	ac := asynq.NewClientFromRedisClient(rdb)
+	enq := tasks.NewEnqueuer(ac, deps.Store, opts.Queues)
+	return &Worker{
+		rdb:      rdb,
+		store:    deps.Store,
+		enqueuer: enq,
+		opts:     opts,
+		log:      opts.Logger,
+		handlers: &Handlers{
+			store:   deps.Store,
+			csm:     deps.CSM,
+			sender:  deps.Sender,
+			flusher: enq,
+			signer:  deps.Signer,
+			log:     opts.Logger,
+			now:     opts.Now,
+			polling: opts.Polling,
+			metrics: opts.Observer,
+		},
+	}
+}
+
+// Handlers returns the worker's task handlers.
+func (w *Worker) Handlers() *Handlers { return w.handlers }
+
+// Mux returns the asynq handler that routes every previewd task type.
+func (w *Worker) Mux() *asynq.ServeMux {
+	mux := asynq.NewServeMux()
+	mux.Use(w.handlers.guard)
+	mux.HandleFunc(tasks.TypeRequestPreview, w.handlers.RequestPreview)
+	mux.HandleFunc(tasks.TypePollPreview, w.handlers.PollPreview)
+	mux.HandleFunc(tasks.TypeDeliverWebhook, w.handlers.DeliverWebhook)
+	return mux
+}
+
+// Run processes tasks until ctx is done, then drains: it stops taking
+// tasks, cancels the contexts of those in flight (they return at once and
+// are re-run by any worker without spending a retry), and waits for them.
+func (w *Worker) Run(ctx context.Context) error {
+	// Handler contexts derive from this, not from ctx: asynq would otherwise
+	// keep them alive until its ShutdownTimeout.
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+
+	previews := w.server(baseCtx, w.opts.Queues.Previews, w.opts.Concurrency)
+	webhooks := w.server(baseCtx, w.opts.Queues.Webhooks, w.opts.WebhookConcurrency)
+	mux := w.Mux()
+	if err := previews.Start(mux); err != nil {
+		return fmt.Errorf("start preview server: %w", err)
+	}
+	if err := webhooks.Start(mux); err != nil {
+		previews.Shutdown()
+		return fmt.Errorf("start webhook server: %w", err)
+	}
+	var wg sync.WaitGroup
+	sweepCtx, stopSweeper := context.WithCancel(baseCtx)
+	wg.Go(func() { w.sweepLoop(sweepCtx) })
+	w.log.Info("worker started",
+		zap.String("previews_queue", w.opts.Queues.Previews), zap.Int("concurrency", w.opts.Concurrency),
+		zap.String("webhooks_queue", w.opts.Queues.Webhooks), zap.Int("webhook_concurrency", w.opts.WebhookConcurrency))
+
+	<-ctx.Done()
+	w.log.Info("worker draining")
+	previews.Stop()
+	webhooks.Stop()
+	stopSweeper()
+	cancelBase()
+	var shutdown sync.WaitGroup
+	shutdown.Go(previews.Shutdown)
+	shutdown.Go(webhooks.Shutdown)
+	shutdown.Wait()
+	wg.Wait()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// server builds one asynq server: one per queue, so that webhook deliveries
+// and preview work never wait for each other's workers, and each server's
+// dequeue loop serves only its own queue.
+func (w *Worker) server(baseCtx context.Context, queue string, concurrency int) *asynq.Server {
+	// ProcessIn has one-second granularity; checking for due tasks this
+	// often makes a 1 s poll interval really fire about every second.
+	check := min(time.Second, w.opts.Polling.Interval/2)
+	return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:              concurrency,
+		BaseContext:              func() context.Context { return baseCtx },
+		Queues:                   map[string]int{queue: 1},
+		IsFailure:                isFailure,
+		RetryDelayFunc:           RetryDelay,
+		ErrorHandler:             asynq.ErrorHandlerFunc(w.handlers.handleError),
+		Logger:                   asynqLogger{w.log.Named("asynq")},
+		LogLevel:                 asynq.WarnLevel,
+		ShutdownTimeout:          w.opts.ShutdownTimeout,
+		DelayedTaskCheckInterval: check,
+		TaskCheckInterval:        check,
+	})
+}
+
+// isFailure: a task cut short by shutdown did not fail; it must not spend
+// one of its retries.
+func isFailure(err error) bool {
+	return err != nil && !errors.Is(err, context.Canceled)
+}
+
+// guard is the middleware around every handler: a malformed task is
+// archived with its reason instead of retried, and a panic becomes an
+// archived task with the panic recorded, never a crashed worker or an
+// endless retry loop.
+func (h *Handlers) guard(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				id, _ := asynq.GetTaskID(ctx)
+				h.log.Error("task handler panicked; task archived", zap.String("task_type", t.Type()),
+					zap.String("task_id", id), zap.Any("panic", r), zap.Stack("stack"))
+				err = fmt.Errorf("handler panic: %v: %w", r, asynq.SkipRetry)
+			}
+		}()
+		err = next.ProcessTask(ctx, t)
+		if errors.Is(err, tasks.ErrMalformed) {
+			id, _ := asynq.GetTaskID(ctx)
+			h.log.Error("malformed task archived", zap.String("task_type", t.Type()), zap.String("task_id", id), zap.Error(err))
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		}
+		return err
+	})
+}
+
+// handleError runs for every handler error. When a request or poll task is
+// given up on (retries exhausted, or archived), its job is failed with the
+// reason, so no job waits silently for a task that will never run.
+func (h *Handlers) handleError(ctx context.Context, t *asynq.Task, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // shutdown; re-run elsewhere
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
+		return // the handler logged it; a retry follows
+	}
+	var jobID string
+	switch t.Type() {
+	case tasks.TypeRequestPreview:
+		if p, derr := tasks.Decode[tasks.RequestPreview](t); derr == nil {
+			jobID = p.JobID
+		}
+	case tasks.TypePollPreview:
+		if p, derr := tasks.Decode[tasks.PollPreview](t); derr == nil {
+			jobID = p.JobID
+		}
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	log := h.log.With(zap.String("task_type", t.Type()), zap.String("task_id", id), zap.String("job_id", jobID), zap.Int("attempt", retried+1))
+	log.Error("task given up", zap.Error(err))
+	if jobID == "" {
+		return
+	}
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	if ferr := h.finish(bctx, log, jobID, store.StatusFailed, store.CodeRetriesExhausted, "gave up after "+fmt.Sprint(retried+1)+" attempts: "+err.Error()); ferr != nil {
+		log.Error("could not fail the job of a task given up", zap.Error(ferr))
+	}
+}
+
+// asynqLogger adapts zap to asynq's logger.
+type asynqLogger struct{ l *zap.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Sugar().Debug(args...) }
+func (a asynqLogger) Info(args ...any)  { a.l.Sugar().Info(args...) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Sugar().Warn(args...) }
+func (a asynqLogger) Error(args ...any) { a.l.Sugar().Error(args...) }
+
+// Fatal logs at error level: asynq calls it for conditions we would rather
+// see than die of.
+func (a asynqLogger) Fatal(args ...any) { a.l.Sugar().Error(args...) }
+
+// outcomeOf names the outcome of a CSM call for metrics.
+func outcomeOf(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var ce *csm.Error
+	if errors.As(err, &ce) {
+		return string(ce.Kind)
+	}
+	return "error"
+}
