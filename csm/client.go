@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -200,17 +201,30 @@ func (c *Client) do(ctx context.Context, op, method, path string, payload []byte
 	var env envelope
 	parsed := json.Unmarshal(body, &env) == nil
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &Error{Op: op, RetryAfter: retryAfter, Message: errorMessage(env, parsed, body)}
+		e := &Error{Op: op, RetryAfter: retryAfter, Message: c.scrub(errorMessage(env, parsed, body))}
 		classifyStatus(e, resp.StatusCode)
 		return nil, e
 	}
 	// The legacy envelope can carry a failure inside an HTTP 200.
 	if parsed && (env.statusCode() >= 400 || env.errorText() != "") {
-		e := &Error{Op: op, RetryAfter: retryAfter, Message: errorMessage(env, parsed, body)}
-		classifyStatus(e, env.statusCode())
+		e := &Error{Op: op, RetryAfter: retryAfter, Message: c.scrub(errorMessage(env, parsed, body))}
+		status := env.statusCode()
+		if status == 0 {
+			status = resp.StatusCode
+		}
+		classifyStatus(e, status)
 		return nil, e
 	}
 	return body, nil
+}
+
+// scrub removes our API key from an upstream message, should CSM ever echo
+// it: messages end up in logs and in job errors.
+func (c *Client) scrub(msg string) string {
+	if c.apiKey == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, c.apiKey, "[redacted]")
 }
 
 func errorMessage(env envelope, parsed bool, body []byte) string {
@@ -237,7 +251,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	var d time.Duration
-	if secs, err := strconv.Atoi(v); err == nil {
+	if secs, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Compare in seconds first: a huge value would overflow a Duration.
+		if err != nil || secs >= uint64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
 		d = time.Duration(secs) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = t.Sub(now)

@@ -207,11 +207,14 @@ func (d sessionData) session() *Session {
 type flexInt int
 
 func (f *flexInt) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(bytes.TrimSpace(b)), `"`)
+	s := strings.TrimSpace(strings.Trim(string(bytes.TrimSpace(b)), `"`))
 	if s == "" || s == "null" {
 		return nil
 	}
 	v, err := strconv.ParseFloat(s, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		err = nil // ±Inf or a denormal: clamped below
+	}
 	if err != nil || math.IsNaN(v) {
 		return fmt.Errorf("percent_done: not a number: %.20q", s)
 	}
@@ -282,7 +285,7 @@ func DecodeSession(body []byte) (*Session, error) {
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return nil, fmt.Errorf("decode session: %w", err)
 	}
-	if d.Status == "" && d.SessionStatus == "" && d.SessionCode == "" {
+	if strings.TrimSpace(d.Status) == "" && strings.TrimSpace(d.SessionStatus) == "" && d.SessionCode == "" {
 		return nil, fmt.Errorf("decode session: %w", errNoData)
 	}
 	return d.session(), nil
