@@ -24,7 +24,7 @@ const EnvPrefix = "PREVIEWD_"
 type Config struct {
 	// RedisURL is redis://, rediss:// or unix:// (one Redis), or, with
 	// RedisCluster, a seed node URL whose ?addr= parameters list more nodes.
-	RedisURL     string
+	RedisURL     RedisURL
 	RedisCluster bool
 	// Namespace prefixes every Redis key previewd writes and the names of its
 	// asynq queues, so that several deployments (or tests) can share a Redis.
@@ -67,6 +67,7 @@ type setting struct {
 	def    string
 	usage  string
 	secret bool
+	isBool bool // registered as a boolean flag: --name alone means true
 	apply  func(c *Config, v string) error
 	get    func(c Config) string
 }
@@ -77,8 +78,9 @@ func (s setting) env() string {
 }
 
 var settings = []setting{
-	stringSetting("redis-url", "redis://127.0.0.1:6379/0", "Redis URL (redis://, rediss://, unix://)",
-		func(c *Config) *string { return &c.RedisURL }),
+	{flag: "redis-url", def: "redis://127.0.0.1:6379/0", usage: "Redis URL (redis://, rediss://, unix://)",
+		apply: func(c *Config, v string) error { c.RedisURL = RedisURL(v); return nil },
+		get:   func(c Config) string { return c.RedisURL.String() }},
 	boolSetting("redis-cluster", "false", "treat the Redis URL as a Redis Cluster seed (more nodes with ?addr=host:port)",
 		func(c *Config) *bool { return &c.RedisCluster }),
 	stringSetting("namespace", "previewd", "prefix of previewd's Redis keys and asynq queue names",
@@ -151,6 +153,17 @@ type Flags struct {
 	vals map[string]*string
 }
 
+// flagValue holds a setting's flag text; parsing happens in Load, so that
+// errors name the environment variable too.
+type flagValue struct {
+	value  string
+	isBool bool
+}
+
+func (v *flagValue) String() string     { return v.value }
+func (v *flagValue) Set(s string) error { v.value = s; return nil }
+func (v *flagValue) IsBoolFlag() bool   { return v.isBool }
+
 // RegisterFlags adds one flag per setting to fs. After fs.Parse, call Load.
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs, vals: make(map[string]*string, len(settings))}
@@ -159,7 +172,9 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		if s.secret {
 			usage = fmt.Sprintf("%s (env %s; prefer the environment: flags show in process lists)", s.usage, s.env())
 		}
-		f.vals[s.flag] = fs.String(s.flag, "", usage)
+		v := &flagValue{isBool: s.isBool}
+		fs.Var(v, s.flag, usage)
+		f.vals[s.flag] = &v.value
 	}
 	return f
 }
@@ -215,11 +230,11 @@ func (c Config) validate() []error {
 		errs = append(errs, &Error{Env: lookup(flagName).env(), Flag: flagName, Reason: fmt.Sprintf(format, args...)})
 	}
 	if c.RedisCluster {
-		if _, err := redis.ParseClusterURL(c.RedisURL); err != nil {
-			bad("redis-url", "not a Redis Cluster URL: %v", err)
+		if _, err := redis.ParseClusterURL(c.RedisURL.Reveal()); err != nil {
+			bad("redis-url", "not a Redis Cluster URL: %s", c.RedisURL.scrub(err))
 		}
-	} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
-		bad("redis-url", "not a Redis URL: %v", err)
+	} else if _, err := redis.ParseURL(c.RedisURL.Reveal()); err != nil {
+		bad("redis-url", "not a Redis URL: %s", c.RedisURL.scrub(err))
 	}
 	if !namespacePattern.MatchString(c.Namespace) {
 		bad("namespace", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
@@ -316,15 +331,6 @@ func EnvNames() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// redactURL hides a password in a Redis URL.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "[unparseable]"
-	}
-	return u.Redacted()
 }
 
 func lookup(flagName string) setting {

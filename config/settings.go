@@ -13,13 +13,7 @@ import (
 func stringSetting(name, def, usage string, field func(*Config) *string) setting {
 	return setting{flag: name, def: def, usage: usage,
 		apply: func(c *Config, v string) error { *field(c) = v; return nil },
-		get: func(c Config) string {
-			v := *field(&c)
-			if name == "redis-url" {
-				return redactURL(v)
-			}
-			return v
-		},
+		get:   func(c Config) string { return *field(&c) },
 	}
 }
 
@@ -59,7 +53,7 @@ func intSetting(name, def, usage string, field func(*Config) *int) setting {
 }
 
 func boolSetting(name, def, usage string, field func(*Config) *bool) setting {
-	return setting{flag: name, def: def, usage: usage,
+	return setting{flag: name, def: def, usage: usage, isBool: true,
 		apply: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(strings.ToLower(v))
 			if err != nil {
