@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -162,7 +163,8 @@ func decodePayload[P Payload](raw []byte, p *P) error {
 	if err := dec.Decode(p); err != nil {
 		return fmt.Errorf("%w: %s payload: %v", ErrMalformed, (*p).TaskType(), err)
 	}
-	if dec.More() {
+	// More() is false before a stray closing bracket: ask for EOF instead.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: %s payload: trailing data", ErrMalformed, (*p).TaskType())
 	}
 	if err := (*p).Validate(); err != nil {
