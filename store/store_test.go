@@ -1,0 +1,321 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/previewd/previewd/internal/testutil"
+	"github.com/previewd/previewd/store"
+)
+
+func newStore(t *testing.T, now func() time.Time) (*store.Store, *testutil.Redis) {
+	t.Helper()
+	r := testutil.NewRedis(t)
+	return store.New(r.Client, store.Options{Namespace: r.Namespace, Retention: time.Hour, Now: now}), r
+}
+
+func newJob(now time.Time) store.Job {
+	return store.Job{
+		ID: uuid.NewString(), Status: store.StatusQueued, SessionCode: "SESSION_1",
+		CreatedAt: now, UpdatedAt: now, Deadline: now.Add(3 * time.Hour),
+		History: []store.Transition{{At: now, Status: store.StatusQueued}},
+	}
+}
+
+func TestCreateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	got, created, fp, err := s.Create(ctx, job, "fp-1", []store.OutboxEntry{{ID: "a", Data: []byte("x")}})
+	if err != nil || !created || fp != "fp-1" || got.ID != job.ID {
+		t.Fatalf("first Create = %v %v %q %v", got.ID, created, fp, err)
+	}
+	again := job
+	again.SessionCode = "SESSION_OTHER"
+	got, created, fp, err = s.Create(ctx, again, "fp-2", []store.OutboxEntry{{ID: "b", Data: []byte("y")}})
+	if err != nil || created || fp != "fp-1" || got.SessionCode != "SESSION_1" {
+		t.Fatalf("second Create = %q created=%v fp=%q err=%v; want the stored job and fingerprint", got.SessionCode, created, fp, err)
+	}
+	outbox, err := s.Outbox(ctx, job.ID)
+	if err != nil || len(outbox) != 1 || outbox[0].ID != "a" {
+		t.Fatalf("outbox = %+v, %v; want only the first creator's entry", outbox, err)
+	}
+}
+
+func TestGetUnknownIsNotFound(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	if _, err := s.Get(context.Background(), uuid.NewString()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get = %v, want ErrNotFound", err)
+	}
+	_, err := s.Update(context.Background(), uuid.NewString(), func(*store.Job, time.Time) (store.Change, error) {
+		return store.Change{}, nil
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Update = %v, want ErrNotFound", err)
+	}
+}
+
+// TestTransitionsOnlyMoveForward tries every pair of statuses.
+func TestTransitionsOnlyMoveForward(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	rank := map[store.Status]int{store.StatusQueued: 0, store.StatusRequesting: 1, store.StatusGenerating: 2}
+	for _, from := range store.Statuses {
+		for _, to := range store.Statuses {
+			t.Run(fmt.Sprintf("%s to %s", from, to), func(t *testing.T) {
+				job := newJob(time.Now())
+				job.Status = from
+				if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+					t.Fatal(err)
+				}
+				_, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+					j.Status = to // bypass SetStatus: the script itself must refuse
+					return store.Change{}, nil
+				})
+				fromRank, fromLive := rank[from]
+				toRank, toLive := rank[to]
+				allowed := from == to || (fromLive && (!toLive || toRank >= fromRank))
+				if allowed && err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if !allowed && !errors.Is(err, store.ErrIllegalTransition) {
+					t.Fatalf("err = %v, want ErrIllegalTransition", err)
+				}
+				got, _ := s.Get(ctx, job.ID)
+				if want := map[bool]store.Status{true: to, false: from}[allowed]; got.Status != want {
+					t.Fatalf("stored status %s, want %s", got.Status, want)
+				}
+			})
+		}
+	}
+}
+
+// TestConcurrentWritersOneFinalStatus races writers that each try to end
+// the job a different way, plus writers recording progress. Exactly one
+// final transition and one final event must survive, and no progress write
+// may be lost or applied after the job ended.
+func TestConcurrentWritersOneFinalStatus(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	for round := range 5 {
+		job := newJob(time.Now())
+		job.Status = store.StatusGenerating
+		if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+			t.Fatal(err)
+		}
+		finals := []store.Status{store.StatusDone, store.StatusFailed, store.StatusTimedOut, store.StatusCanceled}
+		var wins, progress atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range 16 {
+			wg.Go(func() {
+				<-start
+				if w%2 == 0 { // try to finish
+					status := finals[w/2%len(finals)]
+					var won bool
+					_, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+						won = false
+						if j.Status.Final() {
+							return store.Change{}, store.ErrNoChange
+						}
+						j.Finish(status, now, nil, "")
+						won = true
+						return store.Change{Events: []store.NewEvent{{ID: "evt-final-" + string(status), Type: store.FinalEvent(status)}}}, nil
+					})
+					if err != nil {
+						t.Error(err)
+					}
+					if won {
+						wins.Add(1)
+					}
+					return
+				}
+				var counted bool
+				_, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+					counted = false
+					if j.Status.Final() {
+						return store.Change{}, store.ErrNoChange
+					}
+					j.Polls++
+					counted = true
+					return store.Change{}, nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				if counted {
+					progress.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		got, err := s.Get(ctx, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finalsInHistory := 0
+		for _, tr := range got.History {
+			if tr.Status.Final() {
+				finalsInHistory++
+			}
+		}
+		events, _ := s.Events(ctx, job.ID)
+		if wins.Load() != 1 || finalsInHistory != 1 || len(events) != 1 || !got.Status.Final() {
+			t.Fatalf("round %d: %d winners, %d final transitions, %d events, status %s", round, wins.Load(), finalsInHistory, len(events), got.Status)
+		}
+		if _, ok := events["evt-final-"+string(got.Status)]; !ok {
+			t.Fatalf("round %d: the stored event is not the winner's", round)
+		}
+		if int32(got.Polls) != progress.Load() {
+			t.Fatalf("round %d: %d progress writes committed, job counts %d", round, progress.Load(), got.Polls)
+		}
+	}
+}
+
+func TestEventsAreWrittenOnce(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		_, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+			j.ExternalID = fmt.Sprint(i)
+			return store.Change{Events: []store.NewEvent{{ID: "evt-1", Type: store.EventProgress}}}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, err := s.Event(ctx, job.ID, "evt-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"external_id":"0"`; !bytes.Contains(ev.Body, []byte(want)) {
+		t.Fatalf("event body %s: the first snapshot must stay (want %s)", ev.Body, want)
+	}
+}
+
+// TestRetention: unfinished jobs live until their deadline plus the
+// retention period; finished ones for the retention period, all their keys.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	s, r := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "x", Data: []byte("1")}}); err != nil {
+		t.Fatal(err)
+	}
+	ttl := r.Client.PTTL(ctx, s.KeysOf(job.ID)[0]).Val()
+	if ttl < 3*time.Hour+55*time.Minute || ttl > 4*time.Hour {
+		t.Fatalf("unfinished job TTL = %s, want about deadline (3h) + retention (1h)", ttl)
+	}
+	if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		j.Finish(store.StatusDone, now, nil, "")
+		return store.Change{Events: []store.NewEvent{{ID: "evt-done", Type: store.EventDone}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveMessage(ctx, job.ID, store.Message{ID: "evt-done:job", Status: store.MessageDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range s.KeysOf(job.ID) {
+		ttl := r.Client.PTTL(ctx, k).Val()
+		if ttl < 55*time.Minute || ttl > time.Hour {
+			t.Errorf("%s TTL = %s, want about the 1h retention", k, ttl)
+		}
+	}
+}
+
+// TestOutboxIndex: a refreshed index entry survives a sweeper's drop of
+// the version it read.
+func TestOutboxIndex(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixMilli())
+	now := func() time.Time { return time.UnixMilli(clock.Load()) }
+	s, _ := newStore(t, now)
+	ctx := context.Background()
+	job := newJob(now())
+	if _, _, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "x", Data: []byte("1")}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Minute.Milliseconds())
+	stale, err := s.StaleOutboxes(ctx, now().Add(-30*time.Second), 10)
+	if err != nil || len(stale) != 1 || stale[0].JobID != job.ID {
+		t.Fatalf("StaleOutboxes = %+v, %v", stale, err)
+	}
+	// A writer refreshes the entry between the sweeper's read and its drop.
+	if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		return store.Change{Outbox: []store.OutboxEntry{{ID: "y", Data: []byte("2")}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropOutboxIndex(ctx, stale[0]); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Minute.Milliseconds())
+	again, _ := s.StaleOutboxes(ctx, now().Add(-30*time.Second), 10)
+	if len(again) != 1 {
+		t.Fatal("a refreshed outbox index entry was dropped")
+	}
+	if err := s.DropOutboxIndex(ctx, again[0]); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := s.StaleOutboxes(ctx, now(), 10); len(left) != 0 {
+		t.Fatalf("index still holds %+v", left)
+	}
+}
+
+func TestOverdueIndex(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	early, late := newJob(time.Now()), newJob(time.Now())
+	early.Deadline = time.Now().Add(-time.Minute)
+	for _, j := range []store.Job{early, late} {
+		if _, _, _, err := s.Create(ctx, j, "fp", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	over, err := s.Overdue(ctx, time.Now(), 10)
+	if err != nil || len(over) != 1 || over[0].JobID != early.ID {
+		t.Fatalf("Overdue = %+v, %v; want only the early job", over, err)
+	}
+	if _, err := s.Update(ctx, early.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		j.Finish(store.StatusTimedOut, now, nil, "")
+		return store.Change{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if over, _ := s.Overdue(ctx, time.Now(), 10); len(over) != 0 {
+		t.Fatalf("a finished job stays in the deadline index: %+v", over)
+	}
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	t.Parallel()
+	var j store.Job
+	j.SetStatus(store.StatusQueued, time.Now(), "created")
+	for i := range 500 {
+		j.SetUpstreamStatus(fmt.Sprint("status-", i), time.Now())
+	}
+	if len(j.History) != 100 || j.History[0].Note != "created" || j.History[99].UpstreamStatus != "status-499" {
+		t.Fatalf("history of %d entries, first %+v, last %+v", len(j.History), j.History[0], j.History[len(j.History)-1])
+	}
+}
