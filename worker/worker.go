@@ -115,14 +115,21 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 // Handlers returns the worker's task handlers.
 func (w *Worker) Handlers() *Handlers { return w.handlers }
 
-// Mux returns the asynq handler that routes every previewd task type.
-func (w *Worker) Mux() *asynq.ServeMux {
-	mux := asynq.NewServeMux()
-	mux.Use(w.handlers.guard)
-	mux.HandleFunc(tasks.TypeRequestPreview, w.handlers.RequestPreview)
-	mux.HandleFunc(tasks.TypePollPreview, w.handlers.PollPreview)
-	mux.HandleFunc(tasks.TypeDeliverWebhook, w.handlers.DeliverWebhook)
-	return mux
+// Handler returns the asynq handler for every previewd task type: exact
+// type names (asynq's ServeMux matches prefixes), wrapped in guard.
+func (w *Worker) Handler() asynq.Handler {
+	h := w.handlers
+	return h.guard(asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		switch t.Type() {
+		case tasks.TypeRequestPreview:
+			return h.RequestPreview(ctx, t)
+		case tasks.TypePollPreview:
+			return h.PollPreview(ctx, t)
+		case tasks.TypeDeliverWebhook:
+			return h.DeliverWebhook(ctx, t)
+		}
+		return fmt.Errorf("%w: unknown task type %q", tasks.ErrMalformed, t.Type())
+	}))
 }
 
 // Run processes tasks until ctx is done, then drains: it stops taking
@@ -136,11 +143,11 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	previews := w.server(baseCtx, w.opts.Queues.Previews, w.opts.Concurrency)
 	webhooks := w.server(baseCtx, w.opts.Queues.Webhooks, w.opts.WebhookConcurrency)
-	mux := w.Mux()
-	if err := previews.Start(mux); err != nil {
+	handler := w.Handler()
+	if err := previews.Start(handler); err != nil {
 		return fmt.Errorf("start preview server: %w", err)
 	}
-	if err := webhooks.Start(mux); err != nil {
+	if err := webhooks.Start(handler); err != nil {
 		previews.Shutdown()
 		return fmt.Errorf("start webhook server: %w", err)
 	}

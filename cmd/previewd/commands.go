@@ -23,6 +23,9 @@ func cmdWorker(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.RequireWorkerSecrets(); err != nil {
+		return usageError{msg: "configuration: " + err.Error()}
+	}
 	log, err := newLogger(cfg, e.stderr)
 	if err != nil {
 		return err

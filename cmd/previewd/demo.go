@@ -175,7 +175,7 @@ func demoRedis(ctx context.Context, e env, cfg *config.Config) (redis.UniversalC
 		if err != nil {
 			return nil, nil, err
 		}
-		fmt.Fprintf(e.stdout, "demo: using Redis at %s, namespace %s\n", redactedURL(*cfg), cfg.Namespace)
+		fmt.Fprintf(e.stdout, "demo: using Redis at %s, namespace %s\n", cfg.RedisURL, cfg.Namespace)
 		ns := cfg.Namespace
 		return rdb, func() {
 			deleteNamespace(context.WithoutCancel(ctx), rdb, ns)

@@ -49,7 +49,7 @@ func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level) // Lock: handlers log concurrently
 	return zap.New(core, zap.AddCaller()), nil
 }
 
@@ -58,13 +58,13 @@ func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
 func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
 	var rdb redis.UniversalClient
 	if cfg.RedisCluster {
-		opts, err := redis.ParseClusterURL(cfg.RedisURL)
+		opts, err := redis.ParseClusterURL(cfg.RedisURL.Reveal())
 		if err != nil {
 			return nil, fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
 		}
 		rdb = redis.NewClusterClient(opts)
 	} else {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		opts, err := redis.ParseURL(cfg.RedisURL.Reveal())
 		if err != nil {
 			return nil, fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
 		}
@@ -74,18 +74,9 @@ func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, e
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s does not answer: %w", redactedURL(cfg), err)
+		return nil, fmt.Errorf("redis at %s does not answer: %w", cfg.RedisURL, err)
 	}
 	return rdb, nil
-}
-
-func redactedURL(cfg config.Config) string {
-	for _, e := range cfg.Entries() {
-		if e.Flag == "redis-url" {
-			return e.Value
-		}
-	}
-	return "?"
 }
 
 // newProducer returns the producer API configured like the workers.
