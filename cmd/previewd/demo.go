@@ -231,7 +231,7 @@ func demoSession(i int) csmsim.SessionConfig {
 		return legacy
 	case 5: // a status nobody documented yet
 		legacy.UnknownStatus = "training_preview_queued"
-		legacy.GenerationTime = 3 * time.Second
+		legacy.GenerationTime = 4 * time.Second
 		return legacy
 	case 6: // CSM accepted the POST but a proxy answered 502: must not be re-sent
 		legacy.Faults = []csmsim.Fault{{Endpoint: csmsim.EndpointPreview, Kind: csmsim.FaultAcceptThen502}}
