@@ -23,25 +23,8 @@ const (
 )
 
 // fakeClock is a settable clock for csmsim.Options.Now and csm.Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+func newFakeClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC))
 }
 
 // newClient returns a client of baseURL with testutil.SimAPIKey, changed by

@@ -7,11 +7,11 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/previewd/previewd/csmsim"
+	"github.com/previewd/previewd/internal/testutil"
 )
 
 const (
@@ -21,27 +21,10 @@ const (
 )
 
 // fakeClock is a settable Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1689231767, 480_000_000)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newFakeClock() *testutil.Clock { return testutil.NewClock(time.Unix(1689231767, 480_000_000)) }
 
 // newSim returns a simulator on a fake clock holding session code with cfg.
-func newSim(t *testing.T, cfg csmsim.SessionConfig) (*csmsim.Server, *fakeClock) {
+func newSim(t *testing.T, cfg csmsim.SessionConfig) (*csmsim.Server, *testutil.Clock) {
 	t.Helper()
 	clk := newFakeClock()
 	sim := csmsim.New(csmsim.Options{APIKey: apiKey, Now: clk.Now})

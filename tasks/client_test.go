@@ -20,31 +20,14 @@ import (
 )
 
 // clock is a settable time source for ClientOptions.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *testutil.Clock { return testutil.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // env is a producer Client on an isolated Redis namespace.
 type env struct {
 	c         *tasks.Client
 	r         *testutil.Redis
 	q         tasks.Queues
-	clock     *clock
+	clock     *testutil.Clock
 	inspector *asynq.Inspector
 }
 

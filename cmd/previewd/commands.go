@@ -139,33 +139,38 @@ func parseTriple(s string) ([]float64, error) {
 }
 
 func cmdStatus(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "status")
-	cfg, err := loadConfig(e, fs, args)
-	if err != nil {
-		return err
-	}
-	id, err := oneArg(fs, "job id")
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	producer := newProducer(cfg, rdb)
-	job, err := producer.Job(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("job %s not found (unknown, or expired after the retention period)", id)
-	}
-	if err != nil {
-		return err
-	}
-	return printJSON(e.stdout, job, true)
+	return withJob(ctx, e, "status", args, func(ctx context.Context, p *tasks.Client, id string) error {
+		job, err := p.Job(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("job %s not found (unknown, or expired after the retention period)", id)
+		}
+		if err != nil {
+			return err
+		}
+		return printJSON(e.stdout, job, true)
+	})
 }
 
 func cmdCancel(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "cancel")
+	return withJob(ctx, e, "cancel", args, func(ctx context.Context, p *tasks.Client, id string) error {
+		job, err := p.Cancel(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("job %s not found", id)
+		case errors.Is(err, tasks.ErrFinal):
+			_ = printJSON(e.stdout, job, true)
+			return fmt.Errorf("job %s is already %s; nothing to cancel", id, job.Status)
+		case err != nil:
+			return err
+		}
+		return printJSON(e.stdout, job, true)
+	})
+}
+
+// withJob runs a `previewd <name> ID` command: configuration, the job id
+// argument, a Redis connection and a producer.
+func withJob(ctx context.Context, e env, name string, args []string, fn func(context.Context, *tasks.Client, string) error) error {
+	fs := newFlagSet(e, name)
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {
 		return err
@@ -179,19 +184,7 @@ func cmdCancel(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	producer := newProducer(cfg, rdb)
-	job, err := producer.Cancel(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("job %s not found", id)
-	}
-	if errors.Is(err, tasks.ErrFinal) {
-		_ = printJSON(e.stdout, job, true)
-		return fmt.Errorf("job %s is already %s; nothing to cancel", id, job.Status)
-	}
-	if err != nil {
-		return err
-	}
-	return printJSON(e.stdout, job, true)
+	return fn(ctx, newProducer(cfg, rdb), id)
 }
 
 func cmdConfig(_ context.Context, e env, args []string) error {
