@@ -20,7 +20,9 @@ import (
 )
 
 // clock is a settable time source for ClientOptions.Now.
-func newClock() *testutil.Clock { return testutil.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)) }
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+}
 
 // env is a producer Client on an isolated Redis namespace.
 type env struct {
