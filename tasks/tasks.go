@@ -174,11 +174,13 @@ func decodePayload[P Payload](raw []byte, p *P) error {
 }
 
 // Retry budgets and run-time limits per task type. Requests retry only
-// failures that prove no preview was started (and auth faults until the
-// deadline); polls never spend retries on upstream answers, only on our own
-// Redis failing; webhooks follow the delivery schedule of RetryDelay.
+// failures that prove no preview was started, and auth faults: with
+// backoff capped at 5 min, 60 retries outlast the default 3 h deadline,
+// which is what ends a job whose key is wrong. Polls never spend retries on
+// upstream answers, only on our own Redis failing; webhooks follow the
+// delivery schedule of RetryDelay.
 const (
-	requestMaxRetry = 25
+	requestMaxRetry = 60
 	pollMaxRetry    = 10
 	webhookMaxRetry = 7
 	requestTimeout  = 2 * time.Minute

@@ -228,7 +228,7 @@ func TestNewTaskEnqueued(t *testing.T) {
 		wantState    asynq.TaskState
 	}{
 		{name: "request now", p: tasks.RequestPreview{JobID: testJobID, SessionCode: "S"},
-			wantQueue: q.Previews, wantMaxRetry: 25, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStatePending},
+			wantQueue: q.Previews, wantMaxRetry: 60, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStatePending},
 		{name: "poll now", p: tasks.PollPreview{JobID: testJobID, SessionCode: "S", Seq: 1},
 			wantQueue: q.Previews, wantMaxRetry: 10, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStatePending},
 		{name: "poll later", p: tasks.PollPreview{JobID: testJobID, SessionCode: "S", Seq: 2}, processAt: future,
