@@ -93,6 +93,7 @@ type Job struct {
 	ScaledBBox        []float64         `json:"scaled_bbox,omitempty"`
 	PivotPoint        []float64         `json:"pivot_point,omitempty"`
 	WebhookURL        string            `json:"webhook_url,omitempty"`
+	WebhookGoneAt     *time.Time        `json:"webhook_gone_at,omitempty"` // the webhook_url answered 410 Gone: no more deliveries to it
 	ExternalID        string            `json:"external_id,omitempty"`
 	IdempotencyKey    string            `json:"idempotency_key,omitempty"`
 	UniqueTrialKey    string            `json:"unique_trial_key"`

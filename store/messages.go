@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,9 @@ type Message struct {
 	EventType   EventType     `json:"event_type"`
 	Destination string        `json:"destination"`
 	Status      MessageStatus `json:"status"`
+	Reason      string        `json:"reason,omitempty"` // why a failed message was given up
+	CreatedAt   time.Time     `json:"created_at"`
+	Replays     int           `json:"replays,omitempty"`
 	AttemptsN   int           `json:"attempt_count"`
 	Attempts    []Attempt     `json:"attempts"` // the most recent ones, oldest first
 	DeliveredAt *time.Time    `json:"delivered_at,omitempty"`
@@ -99,14 +103,54 @@ func (s *Store) Messages(ctx context.Context, jobID string) ([]Message, error) {
 		out = append(out, msg)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		return firstAttempt(out[i]).Before(firstAttempt(out[j]))
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
 	})
 	return out, nil
 }
 
-func firstAttempt(m Message) time.Time {
-	if len(m.Attempts) == 0 {
-		return time.Time{}
+// MessageID names the message of an event to a destination.
+func MessageID(eventID, destination string) string { return eventID + "." + destination }
+
+// SplitMessageID returns the event id and destination of a message id.
+func SplitMessageID(msgID string) (eventID, destination string, ok bool) {
+	return strings.Cut(msgID, ".")
+}
+
+// CreateMessage stores a pending delivery record unless the message exists
+// (fan-out may run more than once), and remembers which job the event
+// belongs to so that a message can be found by its id alone.
+func (s *Store) CreateMessage(ctx context.Context, jobID string, m Message) error {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
-	return m.Attempts[0].At
+	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
+	if err := createMessageScript.Run(ctx, s.rdb, keys, m.ID, raw, s.retention.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("create message %s of job %s: %w", m.ID, jobID, err)
+	}
+	if err := s.rdb.Set(ctx, s.eventJobKey(m.EventID), jobID, s.retention+24*time.Hour).Err(); err != nil {
+		return fmt.Errorf("index event %s: %w", m.EventID, err)
+	}
+	return nil
+}
+
+func (s *Store) eventJobKey(eventID string) string { return s.ns + ":event:" + eventID }
+
+// JobOfMessage returns the id of the job a message belongs to.
+func (s *Store) JobOfMessage(ctx context.Context, msgID string) (string, error) {
+	eventID, _, ok := SplitMessageID(msgID)
+	if !ok {
+		return "", fmt.Errorf("message %q: %w", msgID, ErrNotFound)
+	}
+	jobID, err := s.rdb.Get(ctx, s.eventJobKey(eventID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("message %s: %w", msgID, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("find message %s: %w", msgID, err)
+	}
+	return jobID, nil
 }
