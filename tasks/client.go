@@ -35,7 +35,10 @@ type ClientOptions struct {
 	AllowPrivateWebhooks bool
 	// Resolver resolves webhook hosts for the address check; default net.DefaultResolver.
 	Resolver *net.Resolver
-	Now      func() time.Time
+	// SecretRotationWindow is how long a rotated-out endpoint secret keeps
+	// signing beside the new one. Default 24h.
+	SecretRotationWindow time.Duration
+	Now                  func() time.Time
 }
 
 // Client is the producer API: it validates preview requests, creates their
@@ -57,6 +60,9 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.SecretRotationWindow <= 0 {
+		opts.SecretRotationWindow = defaultRotationWindow
 	}
 	st := store.New(rdb, store.Options{Namespace: opts.Namespace, Retention: opts.Retention, Now: opts.Now})
 	// An asynq client on a shared connection holds nothing to close.

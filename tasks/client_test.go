@@ -444,23 +444,19 @@ func TestCancelQueuedJob(t *testing.T) {
 				}
 			}
 
+			// One fan-out task per event, with or without a webhook_url:
+			// endpoints may want the event too.
 			hooks := e.pending(t, e.q.Webhooks)
-			if tt.webhook == "" {
-				if len(hooks) != 0 {
-					t.Errorf("webhook tasks %q for a job without webhook_url", taskIDs(hooks))
-				}
-			} else {
-				if len(hooks) != 1 {
-					t.Fatalf("webhook tasks %q, want one", taskIDs(hooks))
-				}
-				want := tasks.DeliverWebhook{JobID: created.ID, EventID: eventID, EventType: string(store.EventCanceled), Destination: tasks.DestinationJob}
-				if hooks[0].ID != want.TaskID() {
-					t.Errorf("webhook task id %s, want %s", hooks[0].ID, want.TaskID())
-				}
-				p, err := tasks.Decode[tasks.DeliverWebhook](asynq.NewTask(hooks[0].Type, hooks[0].Payload))
-				if err != nil || p != want {
-					t.Errorf("webhook payload %+v, %v; want %+v", p, err, want)
-				}
+			if len(hooks) != 1 {
+				t.Fatalf("webhook tasks %q, want one fan-out", taskIDs(hooks))
+			}
+			want := tasks.FanoutWebhook{JobID: created.ID, EventID: eventID, EventType: string(store.EventCanceled)}
+			if hooks[0].ID != want.TaskID() {
+				t.Errorf("webhook task id %s, want %s", hooks[0].ID, want.TaskID())
+			}
+			p, err := tasks.Decode[tasks.FanoutWebhook](asynq.NewTask(hooks[0].Type, hooks[0].Payload))
+			if err != nil || p != want {
+				t.Errorf("fan-out payload %+v, %v; want %+v", p, err, want)
 			}
 			if ob := e.outbox(t, created.ID); len(ob) != 0 {
 				t.Errorf("outbox holds %d entries after Cancel", len(ob))
@@ -681,7 +677,7 @@ func TestEmit(t *testing.T) {
 		wantEntries int
 	}{
 		{name: "no types", webhook: "https://8.8.8.8/h"},
-		{name: "one event, no webhook", types: []store.EventType{store.EventAccepted}},
+		{name: "one event, no webhook", types: []store.EventType{store.EventAccepted}, wantEntries: 1},
 		{name: "one event, webhook", webhook: "https://8.8.8.8/h", types: []store.EventType{store.EventDone}, wantEntries: 1},
 		{name: "two events, webhook", webhook: "https://8.8.8.8/h", types: []store.EventType{store.EventProgress, store.EventDone}, wantEntries: 2},
 	}
@@ -704,7 +700,7 @@ func TestEmit(t *testing.T) {
 				t.Fatalf("outbox %d entries, want the existing one plus %d", len(change.Outbox), tt.wantEntries)
 			}
 			for i, entry := range change.Outbox[1:] {
-				want := tasks.DeliverWebhook{JobID: j.ID, EventID: change.Events[i].ID, EventType: string(tt.types[i]), Destination: tasks.DestinationJob}
+				want := tasks.FanoutWebhook{JobID: j.ID, EventID: change.Events[i].ID, EventType: string(tt.types[i])}
 				if entry.ID != want.TaskID() {
 					t.Errorf("outbox entry %d id %s, want %s", i, entry.ID, want.TaskID())
 				}

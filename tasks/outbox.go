@@ -49,6 +49,8 @@ func taskFromEntry(e store.OutboxEntry, q Queues) (*asynq.Task, error) {
 		p, err = decodeAs[PollPreview](env.Payload)
 	case TypeDeliverWebhook:
 		p, err = decodeAs[DeliverWebhook](env.Payload)
+	case TypeFanoutWebhook:
+		p, err = decodeAs[FanoutWebhook](env.Payload)
 	default:
 		err = fmt.Errorf("%w: outbox entry %s: unknown task type %q", ErrMalformed, e.ID, env.Type)
 	}
@@ -103,8 +105,7 @@ func (e *Enqueuer) Flush(ctx context.Context, jobID string) error {
 			done = append(done, entry.ID)
 			continue
 		}
-		_, err = e.client.EnqueueContext(ctx, task)
-		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		if err := e.enqueue(ctx, task); err != nil {
 			errs = append(errs, fmt.Errorf("enqueue %s of job %s: %w", entry.ID, jobID, err))
 			continue
 		}
@@ -116,22 +117,40 @@ func (e *Enqueuer) Flush(ctx context.Context, jobID string) error {
 	return errors.Join(errs...)
 }
 
+// Enqueue enqueues the task of p (at processAt, or now when zero). A task
+// with the same id already in asynq counts as enqueued.
+func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, processAt time.Time) error {
+	task, err := NewTask(p, e.queues, processAt)
+	if err != nil {
+		return err
+	}
+	if err := e.enqueue(ctx, task); err != nil {
+		return fmt.Errorf("enqueue %s: %w", p.TaskID(), err)
+	}
+	return nil
+}
+
+func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task) error {
+	_, err := e.client.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
 // NewEventID returns a fresh event id: it becomes the webhook-id that every
 // delivery of the event carries.
 func NewEventID() string {
 	return "evt_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 }
 
-// Emit adds events of the given types to change, with one delivery task per
-// destination of the job (its webhook_url, when it has one).
+// Emit adds events of the given types to change, each with the fan-out
+// task that will address it to its destinations (the job's webhook_url and
+// the endpoints subscribed to its type, as they are when it runs).
 func Emit(change *store.Change, j *store.Job, types ...store.EventType) {
 	for _, t := range types {
 		id := NewEventID()
 		change.Events = append(change.Events, store.NewEvent{ID: id, Type: t})
-		if j.WebhookURL != "" {
-			change.Outbox = append(change.Outbox, OutboxEntry(DeliverWebhook{
-				JobID: j.ID, EventID: id, EventType: string(t), Destination: DestinationJob,
-			}, time.Time{}))
-		}
+		change.Outbox = append(change.Outbox, OutboxEntry(FanoutWebhook{JobID: j.ID, EventID: id, EventType: string(t)}, time.Time{}))
 	}
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+
+	"github.com/previewd/previewd/store"
 )
 
 // Task type names.
@@ -24,6 +26,7 @@ const (
 	TypeRequestPreview = "preview:request"
 	TypePollPreview    = "preview:poll"
 	TypeDeliverWebhook = "webhook:deliver"
+	TypeFanoutWebhook  = "webhook:fanout"
 )
 
 // Queues are the asynq queues of one namespace: previews (requests and
@@ -61,12 +64,24 @@ type PollPreview struct {
 	Seq         int    `json:"seq"`
 }
 
+// FanoutWebhook asks a worker to address one stored event to its
+// destinations: the job's webhook_url and every enabled endpoint
+// subscribed to its type, one message each.
+type FanoutWebhook struct {
+	JobID     string `json:"job_id"`
+	EventID   string `json:"event_id"`
+	EventType string `json:"event_type"`
+}
+
 // DeliverWebhook asks a worker to deliver one stored event to one destination.
 type DeliverWebhook struct {
 	JobID       string `json:"job_id"`
 	EventID     string `json:"event_id"`
 	EventType   string `json:"event_type"`
-	Destination string `json:"destination"` // "job": the job's own webhook_url
+	Destination string `json:"destination"` // "job" (the job's own webhook_url) or an endpoint id
+	// Replay numbers a re-send requested by an operator (0 for the
+	// original delivery), so that it gets a task of its own.
+	Replay int `json:"replay,omitempty"`
 }
 
 // DestinationJob is the job's own webhook_url.
@@ -81,14 +96,27 @@ func (PollPreview) TaskType() string { return TypePollPreview }
 // TaskType implements Payload.
 func (DeliverWebhook) TaskType() string { return TypeDeliverWebhook }
 
+// TaskType implements Payload.
+func (FanoutWebhook) TaskType() string { return TypeFanoutWebhook }
+
 // TaskID implements Payload: one request task per job.
 func (p RequestPreview) TaskID() string { return "request:" + p.JobID }
 
 // TaskID implements Payload: one task per poll of the chain.
 func (p PollPreview) TaskID() string { return "poll:" + p.JobID + ":" + strconv.Itoa(p.Seq) }
 
-// TaskID implements Payload: one task per message (event, destination).
-func (p DeliverWebhook) TaskID() string { return "webhook:" + p.EventID + ":" + p.Destination }
+// TaskID implements Payload: one task per message (event, destination),
+// and one per replay of it.
+func (p DeliverWebhook) TaskID() string {
+	id := "webhook:" + p.EventID + ":" + p.Destination
+	if p.Replay > 0 {
+		id += ":replay" + strconv.Itoa(p.Replay)
+	}
+	return id
+}
+
+// TaskID implements Payload: one fan-out per event.
+func (p FanoutWebhook) TaskID() string { return "fanout:" + p.EventID }
 
 // Validate implements Payload.
 func (p RequestPreview) Validate() error {
@@ -114,8 +142,24 @@ func (p DeliverWebhook) Validate() error {
 	if p.EventType == "" {
 		errs = append(errs, fieldErr("event_type", "is required"))
 	}
-	if p.Destination != DestinationJob {
-		errs = append(errs, fieldErr("destination", "must be \"job\""))
+	if p.Destination != DestinationJob && !store.IsEndpointID(p.Destination) {
+		errs = append(errs, fieldErr("destination", "must be \"job\" or an endpoint id"))
+	}
+	if p.Replay < 0 {
+		errs = append(errs, fieldErr("replay", "must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate implements Payload.
+func (p FanoutWebhook) Validate() error {
+	var errs []error
+	errs = append(errs, checkJobID(p.JobID))
+	if !eventIDPattern.MatchString(p.EventID) {
+		errs = append(errs, fieldErr("event_id", "must look like evt_<32 hex digits>"))
+	}
+	if p.EventType == "" {
+		errs = append(errs, fieldErr("event_type", "is required"))
 	}
 	return errors.Join(errs...)
 }
@@ -182,7 +226,9 @@ func decodePayload[P Payload](raw []byte, p *P) error {
 const (
 	requestMaxRetry = 60
 	pollMaxRetry    = 10
-	webhookMaxRetry = 7
+	// webhookMaxRetry bounds retries of deliveries whatever the configured
+	// schedule; the delivery handler gives up when the schedule ends.
+	webhookMaxRetry = 50
 	requestTimeout  = 2 * time.Minute
 	pollTimeout     = 2 * time.Minute
 	webhookTimeout  = time.Minute
@@ -203,7 +249,7 @@ func NewTask(p Payload, q Queues, processAt time.Time) (*asynq.Task, error) {
 		opts = append(opts, asynq.Queue(q.Previews), asynq.MaxRetry(requestMaxRetry), asynq.Timeout(requestTimeout))
 	case PollPreview:
 		opts = append(opts, asynq.Queue(q.Previews), asynq.MaxRetry(pollMaxRetry), asynq.Timeout(pollTimeout))
-	case DeliverWebhook:
+	case DeliverWebhook, FanoutWebhook:
 		opts = append(opts, asynq.Queue(q.Webhooks), asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(webhookTimeout))
 	default:
 		return nil, fmt.Errorf("tasks: unknown payload type %T", p)

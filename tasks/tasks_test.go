@@ -234,9 +234,9 @@ func TestNewTaskEnqueued(t *testing.T) {
 		{name: "poll later", p: tasks.PollPreview{JobID: testJobID, SessionCode: "S", Seq: 2}, processAt: future,
 			wantQueue: q.Previews, wantMaxRetry: 10, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStateScheduled},
 		{name: "webhook now", p: tasks.DeliverWebhook{JobID: testJobID, EventID: testEventID, EventType: "preview.done", Destination: "job"},
-			wantQueue: q.Webhooks, wantMaxRetry: 7, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
+			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
 		{name: "webhook later", p: tasks.DeliverWebhook{JobID: testJobID, EventID: "evt_ffffffffffffffffffffffffffffffff", EventType: "preview.done", Destination: "job"}, processAt: future,
-			wantQueue: q.Webhooks, wantMaxRetry: 7, wantTimeout: time.Minute, wantState: asynq.TaskStateScheduled},
+			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStateScheduled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,263 @@
+package tasks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/webhook"
+)
+
+// EndpointRequest registers a webhook endpoint.
+type EndpointRequest struct {
+	URL string `json:"url"`
+	// EventTypes it wants; empty means every type.
+	EventTypes  []string `json:"event_types,omitempty"`
+	Description string   `json:"description,omitempty"`
+	// Secret in whsec_ form; generated when empty.
+	Secret string `json:"secret,omitempty"`
+}
+
+// EventTypes lists every event a job can emit.
+var EventTypes = []store.EventType{
+	store.EventAccepted, store.EventProgress, store.EventDone, store.EventFailed, store.EventTimedOut, store.EventCanceled,
+}
+
+const maxDescription = 500
+
+// defaultRotationWindow is how long a rotated-out endpoint secret keeps
+// signing beside the new one, so receivers can switch without a gap.
+const defaultRotationWindow = 24 * time.Hour
+
+// AddEndpoint validates and registers an endpoint. It returns the endpoint
+// and its signing secret, which is never shown again except on rotation.
+func (c *Client) AddEndpoint(ctx context.Context, req EndpointRequest) (store.Endpoint, string, error) {
+	var fields []FieldError
+	add := func(f, m string) { fields = append(fields, FieldError{Field: f, Message: m}) }
+	if req.URL == "" {
+		add("url", "is required")
+	} else if msg := checkHTTPURL(req.URL); msg != "" {
+		add("url", msg)
+	} else if err := webhook.CheckURL(ctx, req.URL, c.opts.AllowPrivateWebhooks, c.opts.Resolver); err != nil {
+		add("url", err.Error())
+	}
+	var types []store.EventType
+	for _, t := range req.EventTypes {
+		if !slices.Contains(EventTypes, store.EventType(t)) {
+			add("event_types", fmt.Sprintf("unknown event type %q", t))
+			continue
+		}
+		if !slices.Contains(types, store.EventType(t)) {
+			types = append(types, store.EventType(t))
+		}
+	}
+	if msg := checkText(req.Description, maxDescription); msg != "" {
+		add("description", msg)
+	}
+	secret := req.Secret
+	if secret == "" {
+		var err error
+		if secret, err = webhook.GenerateSecret(); err != nil {
+			return store.Endpoint{}, "", err
+		}
+	} else if _, err := webhook.ParseSecret(secret); err != nil {
+		add("secret", err.Error())
+	}
+	if len(fields) > 0 {
+		return store.Endpoint{}, "", &ValidationError{Fields: fields}
+	}
+	now := c.opts.Now()
+	ep := store.Endpoint{
+		ID: newEndpointID(), URL: req.URL, EventTypes: types, Description: req.Description, Enabled: true,
+		CreatedAt: now, UpdatedAt: now,
+		Secrets: []store.EndpointSecret{{Value: secret, CreatedAt: now}},
+	}
+	if err := c.store.CreateEndpoint(ctx, ep); err != nil {
+		return store.Endpoint{}, "", err
+	}
+	return ep, secret, nil
+}
+
+func newEndpointID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("tasks: crypto/rand failed: " + err.Error())
+	}
+	return "ep_" + hex.EncodeToString(b)
+}
+
+// Endpoints lists every endpoint (without secrets in their JSON form).
+func (c *Client) Endpoints(ctx context.Context) ([]store.Endpoint, error) {
+	return c.store.Endpoints(ctx)
+}
+
+// Endpoint returns one endpoint, or store.ErrNotFound.
+func (c *Client) Endpoint(ctx context.Context, id string) (store.Endpoint, error) {
+	if !store.IsEndpointID(id) {
+		return store.Endpoint{}, fmt.Errorf("endpoint %q: %w", id, store.ErrNotFound)
+	}
+	return c.store.Endpoint(ctx, id)
+}
+
+// SetEndpointEnabled enables or disables an endpoint. Enabling clears the
+// recorded failure streak and the reason it was disabled.
+func (c *Client) SetEndpointEnabled(ctx context.Context, id string, enabled bool, reason string) (store.Endpoint, error) {
+	if !store.IsEndpointID(id) {
+		return store.Endpoint{}, fmt.Errorf("endpoint %q: %w", id, store.ErrNotFound)
+	}
+	if reason == "" {
+		reason = "disabled by an operator"
+	}
+	return c.store.UpdateEndpoint(ctx, id, func(e *store.Endpoint, now time.Time) error {
+		if enabled {
+			e.Enabled, e.DisabledReason, e.DisabledAt, e.FailingSince = true, "", nil, nil
+		} else {
+			e.Disable(now, reason)
+		}
+		return nil
+	})
+}
+
+// RotateEndpointSecret gives an endpoint a new secret. The previous ones
+// keep signing beside it for the rotation window, so that receivers
+// verifying with either pass until they switch.
+func (c *Client) RotateEndpointSecret(ctx context.Context, id string) (store.Endpoint, string, error) {
+	if !store.IsEndpointID(id) {
+		return store.Endpoint{}, "", fmt.Errorf("endpoint %q: %w", id, store.ErrNotFound)
+	}
+	secret, err := webhook.GenerateSecret()
+	if err != nil {
+		return store.Endpoint{}, "", err
+	}
+	ep, err := c.store.UpdateEndpoint(ctx, id, func(e *store.Endpoint, now time.Time) error {
+		expires := now.Add(c.opts.SecretRotationWindow)
+		kept := e.Secrets[:0]
+		for _, s := range e.Secrets {
+			if s.ExpiresAt != nil && !now.Before(*s.ExpiresAt) {
+				continue // long expired: drop it
+			}
+			if s.ExpiresAt == nil || s.ExpiresAt.After(expires) {
+				s.ExpiresAt = &expires
+			}
+			kept = append(kept, s)
+		}
+		e.Secrets = append(kept, store.EndpointSecret{Value: secret, CreatedAt: now})
+		return nil
+	})
+	return ep, secret, err
+}
+
+// DeleteEndpoint removes an endpoint; deliveries to it stop.
+func (c *Client) DeleteEndpoint(ctx context.Context, id string) error {
+	if !store.IsEndpointID(id) {
+		return fmt.Errorf("endpoint %q: %w", id, store.ErrNotFound)
+	}
+	return c.store.DeleteEndpoint(ctx, id)
+}
+
+// Messages returns the webhook messages of a job with their attempts.
+func (c *Client) Messages(ctx context.Context, jobID string) ([]store.Message, error) {
+	if _, err := c.Job(ctx, jobID); err != nil {
+		return nil, err
+	}
+	return c.store.Messages(ctx, jobID)
+}
+
+// Message returns one message by id, with the id of its job.
+func (c *Client) Message(ctx context.Context, msgID string) (store.Message, string, error) {
+	jobID, err := c.store.JobOfMessage(ctx, msgID)
+	if err != nil {
+		return store.Message{}, "", err
+	}
+	m, err := c.store.Message(ctx, jobID, msgID)
+	return m, jobID, err
+}
+
+// ErrNotReplayable: the message is still pending; it is being delivered.
+var ErrNotReplayable = errors.New("message is pending delivery")
+
+// Replay re-sends a stored message with its original id and body (and a
+// fresh signature): it becomes pending again and gets a delivery task of
+// its own. A pending message is left alone (ErrNotReplayable).
+func (c *Client) Replay(ctx context.Context, msgID string) (store.Message, error) {
+	jobID, err := c.store.JobOfMessage(ctx, msgID)
+	if err != nil {
+		return store.Message{}, err
+	}
+	m, err := c.store.Message(ctx, jobID, msgID)
+	if err != nil {
+		return store.Message{}, err
+	}
+	if m.Status == store.MessagePending {
+		return m, fmt.Errorf("message %s: %w", msgID, ErrNotReplayable)
+	}
+	m.Status, m.Reason = store.MessagePending, ""
+	m.Replays++
+	if err := c.store.SaveMessage(ctx, jobID, m); err != nil {
+		return m, err
+	}
+	err = c.enqueuer.Enqueue(ctx, DeliverWebhook{
+		JobID: jobID, EventID: m.EventID, EventType: string(m.EventType), Destination: m.Destination, Replay: m.Replays,
+	}, time.Time{})
+	return m, err
+}
+
+// ReplaySelection chooses messages to replay.
+type ReplaySelection struct {
+	JobID      string    // every message of this job, or
+	EndpointID string    // every message to this endpoint since Since
+	Since      time.Time //
+	All        bool      // also messages that were delivered (default: failed ones only)
+}
+
+// ReplayMany replays the selected messages and returns those it replayed.
+func (c *Client) ReplayMany(ctx context.Context, sel ReplaySelection) ([]store.Message, error) {
+	var ids []string
+	switch {
+	case sel.JobID != "":
+		msgs, err := c.Messages(ctx, sel.JobID)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			ids = append(ids, m.ID)
+		}
+	case sel.EndpointID != "":
+		if _, err := c.Endpoint(ctx, sel.EndpointID); err != nil {
+			return nil, err
+		}
+		var err error
+		if ids, err = c.store.EndpointMessages(ctx, sel.EndpointID, sel.Since); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("replay: choose a job or an endpoint")
+	}
+	var out []store.Message
+	var errs []error
+	for _, id := range ids {
+		m, _, err := c.Message(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // expired
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if m.Status == store.MessagePending || (!sel.All && m.Status != store.MessageFailed) {
+			continue
+		}
+		m, err = c.Replay(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out, errors.Join(errs...)
+}
