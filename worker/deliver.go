@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -14,15 +15,118 @@ import (
 	"github.com/previewd/previewd/webhook"
 )
 
-// DeliverWebhook sends one stored event to one destination. Every attempt
-// sends the event's stored id and body bytes, with a fresh timestamp and
-// signature, and is logged in the message's delivery record.
+// WebhookPolicy sets how webhooks are delivered.
+type WebhookPolicy struct {
+	// Schedule is the wait before each retry; when it runs out the message
+	// is given up. Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+	Schedule []time.Duration
+	// PerDestination bounds deliveries in flight to one receiver (URL
+	// host) across all workers. Default 4.
+	PerDestination int
+	// DisableAfter disables an endpoint that has failed continuously for
+	// this long. Default 5 days.
+	DisableAfter time.Duration
+	// AttemptTimeout is the sender's timeout; it bounds how long a
+	// delivery holds a destination slot. Default 15 s.
+	AttemptTimeout time.Duration
+}
+
+// DefaultWebhookSchedule spans about a day and a half after the first
+// attempt, which is made at once.
+var DefaultWebhookSchedule = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
+}
+
+func (p *WebhookPolicy) defaults() {
+	if len(p.Schedule) == 0 {
+		p.Schedule = DefaultWebhookSchedule
+	}
+	if p.PerDestination <= 0 {
+		p.PerDestination = 4
+	}
+	if p.DisableAfter <= 0 {
+		p.DisableAfter = 5 * 24 * time.Hour
+	}
+	if p.AttemptTimeout <= 0 {
+		p.AttemptTimeout = 15 * time.Second
+	}
+}
+
+// errDestinationBusy snoozes a delivery whose receiver already has its
+// share of deliveries in flight; it is not a failure and spends no retry.
+var errDestinationBusy = errors.New("destination busy: its delivery slots are taken")
+
+// FanoutWebhook addresses one event to its destinations as they are now:
+// the job's webhook_url and every enabled endpoint subscribed to the
+// event's type. Each (event, destination) pair becomes one message with its
+// own delivery task and history. Running it twice changes nothing.
+func (h *Handlers) FanoutWebhook(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.Decode[tasks.FanoutWebhook](t)
+	if err != nil {
+		return err
+	}
+	log := h.taskLogger(ctx, t, p.JobID, "").With(zap.String("event_id", p.EventID), zap.String("event_type", p.EventType))
+	job, err := h.store.Get(ctx, p.JobID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("job expired before its event was sent; dropping")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var dests []string
+	if job.WebhookURL != "" && job.WebhookGoneAt == nil {
+		dests = append(dests, tasks.DestinationJob)
+	}
+	endpoints, err := h.store.Endpoints(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ep := range endpoints {
+		if ep.Enabled && ep.Subscribed(store.EventType(p.EventType)) {
+			dests = append(dests, ep.ID)
+		}
+	}
+	now := h.now()
+	for _, dest := range dests {
+		msg := store.Message{
+			ID: store.MessageID(p.EventID, dest), EventID: p.EventID, EventType: store.EventType(p.EventType),
+			Destination: dest, Status: store.MessagePending, CreatedAt: now,
+		}
+		if err := h.store.CreateMessage(ctx, p.JobID, msg); err != nil {
+			return err
+		}
+		if dest != tasks.DestinationJob {
+			if err := h.store.IndexEndpointMessage(ctx, dest, msg.ID, now); err != nil {
+				return err
+			}
+		}
+		if err := h.tasks.Enqueue(ctx, tasks.DeliverWebhook{
+			JobID: p.JobID, EventID: p.EventID, EventType: p.EventType, Destination: dest,
+		}, time.Time{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// destination is where a message goes and how it is signed.
+type destination struct {
+	url      string
+	signer   *webhook.Signer
+	endpoint *store.Endpoint // nil for the job's own webhook_url
+}
+
+// DeliverWebhook sends one message: a stored event to one destination.
+// Every attempt sends the event's id and exact body bytes, with a fresh
+// timestamp and signature, and is logged in the message's record.
 func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	p, err := tasks.Decode[tasks.DeliverWebhook](t)
 	if err != nil {
 		return err
 	}
-	log := h.taskLogger(ctx, t, p.JobID, "").With(zap.String("event_id", p.EventID), zap.String("event_type", p.EventType))
+	msgID := store.MessageID(p.EventID, p.Destination)
+	log := h.taskLogger(ctx, t, p.JobID, "").With(zap.String("message_id", msgID), zap.String("event_type", p.EventType))
 	job, err := h.store.Get(ctx, p.JobID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job expired before its webhook was delivered; dropping")
@@ -39,22 +143,49 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if job.WebhookURL == "" {
-		return nil
-	}
-	msgID := p.EventID + ":" + p.Destination
 	msg, err := h.store.Message(ctx, p.JobID, msgID)
 	if errors.Is(err, store.ErrNotFound) {
-		msg = store.Message{ID: msgID, EventID: p.EventID, EventType: store.EventType(p.EventType), Destination: p.Destination, Status: store.MessagePending}
+		msg = store.Message{ID: msgID, EventID: p.EventID, EventType: store.EventType(p.EventType), Destination: p.Destination,
+			Status: store.MessagePending, CreatedAt: h.now()}
 	} else if err != nil {
 		return err
 	}
 	if msg.Status != store.MessagePending {
-		return nil // a duplicate task for a message already settled
+		return nil // a duplicate task for a settled message
 	}
 
+	dest, reason, err := h.resolve(ctx, job, p.Destination)
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		msg.Status, msg.Reason = store.MessageFailed, reason
+		log.Info("webhook not sent", zap.String("reason", reason))
+		return h.saveMessage(ctx, p.JobID, msg)
+	}
+
+	// Bound the deliveries in flight to this receiver, so that one that
+	// hangs holds a few workers and the others keep delivering.
+	taskID, _ := asynq.GetTaskID(ctx)
+	holder := taskID + "#" + fmt.Sprint(h.now().UnixNano())
+	host := hostOf(dest.url)
+	ok, err := h.store.AcquireSlot(ctx, host, holder, h.webhooks.PerDestination, h.webhooks.AttemptTimeout+10*time.Second)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errDestinationBusy
+	}
+	defer func() {
+		bctx, cancel := bookkeeping(ctx)
+		defer cancel()
+		if err := h.store.ReleaseSlot(bctx, host, holder); err != nil {
+			log.Warn("delivery slot not released; its lease frees it", zap.Error(err))
+		}
+	}()
+
 	now := h.now()
-	res, sendErr := h.sender.Send(ctx, job.WebhookURL, h.signer, webhook.Message{ID: ev.ID, Body: ev.Body}, now)
+	res, sendErr := h.sender.Send(ctx, dest.url, dest.signer, webhook.Message{ID: ev.ID, Body: ev.Body}, now)
 	if sendErr != nil && ctx.Err() != nil {
 		return ctx.Err() // shutting down: the attempt was cut short, not failed
 	}
@@ -68,38 +199,142 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	msg.AddAttempt(attempt)
 	switch {
 	case sendErr == nil:
 		msg.Status = store.MessageDelivered
 		msg.DeliveredAt = &now
-	case !retryable || retried >= maxRetry:
-		msg.Status = store.MessageFailed
+	case de != nil && de.Gone:
+		msg.Status, msg.Reason = store.MessageFailed, "the receiver answered 410 Gone"
+	case !retryable:
+		msg.Status, msg.Reason = store.MessageFailed, "not retryable: "+sendErr.Error()
+	case retried >= len(h.webhooks.Schedule):
+		msg.Status, msg.Reason = store.MessageFailed, fmt.Sprintf("gave up after %d attempts", retried+1)
 	}
-	bctx, cancel := bookkeeping(ctx)
-	defer cancel()
-	saveErr := h.store.SaveMessage(bctx, p.JobID, msg)
 	h.metrics.WebhookAttempt(deliveryOutcome(sendErr, de), res.Latency)
+	if err := h.saveMessage(ctx, p.JobID, msg); err != nil {
+		log.Warn("delivery record not saved", zap.Error(err))
+	}
+	h.recordHealth(ctx, log, job.ID, dest, sendErr, de)
 
 	log = log.With(zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
 	switch {
 	case sendErr == nil:
 		log.Info("webhook delivered")
-		if saveErr != nil {
-			log.Warn("delivery record not saved", zap.Error(saveErr))
-		}
 		return nil
-	case !retryable:
-		log.Warn("webhook not deliverable; giving up", zap.Error(sendErr))
-		return fmt.Errorf("%w: %w", sendErr, asynq.SkipRetry)
+	case msg.Status == store.MessageFailed:
+		log.Warn("webhook given up", zap.String("reason", msg.Reason), zap.Error(sendErr))
+		return fmt.Errorf("%s: %w", msg.Reason, asynq.SkipRetry)
 	default:
 		log.Warn("webhook delivery failed; will retry", zap.Error(sendErr))
 		return retryAfterError{err: sendErr, after: res.RetryAfter}
 	}
 }
 
-// retryAfterError carries a receiver's Retry-After to RetryDelay.
+// resolve finds where a message goes. A non-empty reason means it must not
+// be sent at all (and why).
+func (h *Handlers) resolve(ctx context.Context, job store.Job, dest string) (destination, string, error) {
+	if dest == tasks.DestinationJob {
+		switch {
+		case job.WebhookURL == "":
+			return destination{}, "the job has no webhook_url", nil
+		case job.WebhookGoneAt != nil:
+			return destination{}, "the job's webhook_url answered 410 Gone earlier", nil
+		}
+		return destination{url: job.WebhookURL, signer: h.signer}, "", nil
+	}
+	ep, err := h.store.Endpoint(ctx, dest)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return destination{}, "the endpoint was deleted", nil
+	case err != nil:
+		return destination{}, "", err
+	case !ep.Enabled:
+		return destination{}, "the endpoint is disabled: " + ep.DisabledReason, nil
+	}
+	secrets := make([]webhook.Secret, 0, 2)
+	for _, raw := range ep.ActiveSecrets(h.now()) {
+		s, err := webhook.ParseSecret(raw)
+		if err != nil {
+			return destination{}, "the endpoint's secret is unusable", nil
+		}
+		secrets = append(secrets, s)
+	}
+	return destination{url: ep.URL, signer: webhook.NewSigner(secrets...), endpoint: &ep}, "", nil
+}
+
+// recordHealth keeps destinations' health: a 410 stops deliveries to that
+// destination (and disables an endpoint); an endpoint failing for longer
+// than DisableAfter is disabled; a success ends a failure streak.
+func (h *Handlers) recordHealth(ctx context.Context, log *zap.Logger, jobID string, dest destination, sendErr error, de *webhook.DeliveryError) {
+	ctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	gone := de != nil && de.Gone
+	if dest.endpoint == nil {
+		if !gone {
+			return
+		}
+		_, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+			if j.WebhookGoneAt != nil {
+				return store.Change{}, store.ErrNoChange
+			}
+			j.WebhookGoneAt = &now
+			j.Note(now, "webhook_url answered 410 Gone: no more deliveries to it")
+			return store.Change{}, nil
+		})
+		if err != nil {
+			log.Warn("could not record the 410 on the job", zap.Error(err))
+		}
+		return
+	}
+	if sendErr == nil && dest.endpoint.FailingSince == nil {
+		return // healthy and still healthy: nothing to write
+	}
+	var disabled string
+	_, err := h.store.UpdateEndpoint(ctx, dest.endpoint.ID, func(e *store.Endpoint, now time.Time) error {
+		disabled = ""
+		switch {
+		case sendErr == nil:
+			e.FailingSince = nil
+		case gone:
+			e.Disable(now, "the receiver answered 410 Gone")
+			disabled = e.DisabledReason
+		default:
+			if e.FailingSince == nil {
+				e.FailingSince = &now
+			}
+			if now.Sub(*e.FailingSince) >= h.webhooks.DisableAfter && e.Enabled {
+				e.Disable(now, "failing since "+e.FailingSince.UTC().Format(time.RFC3339))
+				disabled = e.DisabledReason
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		log.Warn("could not record the endpoint's health", zap.Error(err))
+		return
+	}
+	if disabled != "" {
+		log.Warn("endpoint disabled", zap.String("endpoint_id", dest.endpoint.ID), zap.String("reason", disabled))
+	}
+}
+
+func (h *Handlers) saveMessage(ctx context.Context, jobID string, msg store.Message) error {
+	ctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	return h.store.SaveMessage(ctx, jobID, msg)
+}
+
+// hostOf is the receiver a URL points at, for per-destination limits.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// retryAfterError carries a receiver's Retry-After to the retry pacing.
 type retryAfterError struct {
 	err   error
 	after time.Duration

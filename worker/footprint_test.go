@@ -3,12 +3,20 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
 
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
 )
 
 // BenchmarkFinishedJobFootprint runs real jobs to the end (accepted,
@@ -61,4 +69,63 @@ func BenchmarkFinishedJobFootprint(b *testing.B) {
 	b.ReportMetric(float64(total+taskBytes)/float64(b.N), "redis-bytes/job")
 	b.ReportMetric(float64(taskBytes)/float64(b.N), "task-bytes/job")
 	b.ReportMetric(float64(keys)/float64(b.N), "keys/job")
+}
+
+// BenchmarkWebhookDeliveries measures the deliveries per second one worker
+// sustains to a fast local receiver (fan-out, signing, sending, delivery
+// records included), and the Redis bytes each stored message costs with its
+// attempt log, beside the event body it points at.
+//
+//	go test -run '^$' -bench WebhookDeliveries -benchtime 2000x ./worker/
+func BenchmarkWebhookDeliveries(b *testing.B) {
+	h := newHarness(b)
+	h.opts.WebhookConcurrency = 10
+	h.opts.Webhooks.PerDestination = 10
+	var received atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		received.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	b.Cleanup(srv.Close)
+	ctx := context.Background()
+	now := time.Now()
+	job := store.Job{ID: uuid.NewString(), Status: store.StatusGenerating, SessionCode: "SESSION_BENCH", WebhookURL: srv.URL,
+		CreatedAt: now, UpdatedAt: now, Deadline: now.Add(time.Hour), History: []store.Transition{{At: now, Status: store.StatusGenerating}}}
+	if _, _, _, err := h.store.Create(ctx, job, "fp", nil); err != nil {
+		b.Fatal(err)
+	}
+	for done := 0; done < b.N; {
+		batch := min(200, b.N-done)
+		if _, err := h.store.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+			var change store.Change
+			for range batch {
+				j.Polls++
+				tasks.Emit(&change, j, store.EventProgress)
+			}
+			return change, nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		done += batch
+	}
+	enq := tasks.NewEnqueuer(asynq.NewClientFromRedisClient(h.redis.Client), h.store, h.queues)
+	if err := enq.Flush(ctx, job.ID); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	stop := h.start()
+	testutil.Eventually(b, 10*time.Minute, "every delivery", func() bool { return received.Load() >= int64(b.N) })
+	elapsed := time.Since(start)
+	b.StopTimer()
+	stop()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "deliveries/s")
+	if h.redis.Real() {
+		keys := h.store.KeysOf(job.ID)
+		events, _ := h.redis.Client.MemoryUsage(ctx, keys[1]).Result()
+		messages, _ := h.redis.Client.MemoryUsage(ctx, keys[3]).Result()
+		b.ReportMetric(float64(messages)/float64(b.N), "redis-bytes/message")
+		b.ReportMetric(float64(events)/float64(b.N), "redis-bytes/event")
+	}
 }

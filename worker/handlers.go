@@ -16,13 +16,20 @@ import (
 	"github.com/previewd/previewd/webhook"
 )
 
-// Store is what the handlers need of the job store.
+// Store is what the handlers need of the store.
 type Store interface {
 	Get(ctx context.Context, id string) (store.Job, error)
 	Update(ctx context.Context, id string, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, error)
 	Event(ctx context.Context, jobID, eventID string) (store.Event, error)
 	Message(ctx context.Context, jobID, msgID string) (store.Message, error)
+	CreateMessage(ctx context.Context, jobID string, m store.Message) error
 	SaveMessage(ctx context.Context, jobID string, m store.Message) error
+	Endpoints(ctx context.Context) ([]store.Endpoint, error)
+	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
+	UpdateEndpoint(ctx context.Context, id string, fn func(e *store.Endpoint, now time.Time) error) (store.Endpoint, error)
+	IndexEndpointMessage(ctx context.Context, endpointID, msgID string, at time.Time) error
+	AcquireSlot(ctx context.Context, destination, holder string, limit int, lease time.Duration) (bool, error)
+	ReleaseSlot(ctx context.Context, destination, holder string) error
 }
 
 // CSM is what the handlers need of the CSM client.
@@ -36,24 +43,26 @@ type Sender interface {
 	Send(ctx context.Context, url string, signer *webhook.Signer, msg webhook.Message, now time.Time) (webhook.Result, error)
 }
 
-// Flusher enqueues a job's committed outbox.
-type Flusher interface {
+// Tasks enqueues: a job's committed outbox, or one task.
+type Tasks interface {
 	Flush(ctx context.Context, jobID string) error
+	Enqueue(ctx context.Context, p tasks.Payload, processAt time.Time) error
 }
 
 // Handlers are the asynq task handlers. Every handler is idempotent: asynq
 // may deliver a task more than once (a crash, a lease expiry), and a task
 // may find its job in any later state.
 type Handlers struct {
-	store   Store
-	csm     CSM
-	sender  Sender
-	flusher Flusher
-	signer  *webhook.Signer
-	log     *zap.Logger
-	now     func() time.Time
-	polling PollPolicy
-	metrics Observer
+	store    Store
+	csm      CSM
+	sender   Sender
+	tasks    Tasks
+	signer   *webhook.Signer
+	log      *zap.Logger
+	now      func() time.Time
+	polling  PollPolicy
+	webhooks WebhookPolicy
+	metrics  Observer
 }
 
 // PollPolicy sets the pace of polling.
@@ -107,7 +116,7 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	}
 	if job.Status != store.StatusQueued && job.Status != store.StatusRequesting {
 		// A redelivery: finish what a crashed predecessor may have left.
-		return h.flusher.Flush(ctx, job.ID)
+		return h.tasks.Flush(ctx, job.ID)
 	}
 	if !h.now().Before(job.Deadline) {
 		return h.finish(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded, "the preview could not be requested before the job's deadline")
@@ -157,7 +166,7 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	}
 	if !intentRecorded {
 		log.Info("job moved on before the POST; nothing to send", zap.String("status", string(job.Status)))
-		return h.flusher.Flush(ctx, job.ID)
+		return h.tasks.Flush(ctx, job.ID)
 	}
 
 	params := csm.PreviewParams{SelectedSpinIndex: job.SelectedSpinIndex, SelectedSpin: spin, ScaledBBox: job.ScaledBBox, PivotPoint: job.PivotPoint}
@@ -248,7 +257,7 @@ func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, 
 		return err
 	}
 	log.Info("preview accepted", zap.String("unique_trial_key", job.UniqueTrialKey), zap.String("status", string(job.Status)))
-	return h.flusher.Flush(ctx, jobID)
+	return h.tasks.Flush(ctx, jobID)
 }
 
 // reconcile moves a job whose POST outcome is unknown to generating without
@@ -272,7 +281,7 @@ func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason
 		return err
 	}
 	log.Warn("reconciling by polling", zap.String("reason", reason))
-	return h.flusher.Flush(ctx, jobID)
+	return h.tasks.Flush(ctx, jobID)
 }
 
 // finish moves a job to a final status (if it is not final yet) and fires
@@ -292,7 +301,7 @@ func (h *Handlers) finish(ctx context.Context, log *zap.Logger, jobID string, st
 	}
 	h.metrics.JobFinished(job)
 	log.Info("job finished", zap.String("status", string(job.Status)), zap.String("error_code", code), zap.String("reason", message))
-	return h.flusher.Flush(ctx, jobID)
+	return h.tasks.Flush(ctx, jobID)
 }
 
 // schedulePoll adds poll number seq of the chain to change, due after the

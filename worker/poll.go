@@ -48,7 +48,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 	if job.Status.Final() || job.Status != store.StatusGenerating || job.Poll.Seq != p.Seq {
 		if job.Poll.Seq == p.Seq+1 || job.Status.Final() {
 			// Our predecessor committed but may have died before enqueueing.
-			return h.flusher.Flush(ctx, job.ID)
+			return h.tasks.Flush(ctx, job.ID)
 		}
 		log.Debug("stale poll; ignored", zap.Int("expected_seq", job.Poll.Seq), zap.String("status", string(job.Status)))
 		return nil
@@ -89,7 +89,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	h.logPoll(log, job, res)
-	return h.flusher.Flush(ctx, job.ID)
+	return h.tasks.Flush(ctx, job.ID)
 }
 
 // applyPollError records a failed session read. A 404 fails the job; an

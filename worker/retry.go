@@ -11,13 +11,6 @@ import (
 	"github.com/previewd/previewd/tasks"
 )
 
-// webhookSchedule is the wait before each webhook retry: with the first
-// attempt at once, deliveries span about a day and a half before the last
-// retry (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
-var webhookSchedule = []time.Duration{
-	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
-}
-
 // Backoff bounds.
 const (
 	requestBackoffMax = 5 * time.Minute
@@ -25,17 +18,23 @@ const (
 	maxHonouredWait   = time.Hour
 )
 
-// RetryDelay is the asynq RetryDelayFunc: it paces the retries of each task
+// retryDelay is the asynq RetryDelayFunc: it paces the retries of each task
 // type, and honours an upstream's or receiver's Retry-After as a floor.
-func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
-	if errors.Is(err, context.Canceled) {
+func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	switch {
+	case errors.Is(err, context.Canceled):
 		// Cut short by a shutdown: let the next worker take it right away.
 		return time.Second
+	case errors.Is(err, errDestinationBusy):
+		// Snoozed: look again soon, spread so snoozed tasks do not return
+		// in a herd.
+		return time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))
 	}
 	var d time.Duration
+	schedule := w.opts.Webhooks.Schedule
 	switch t.Type() {
 	case tasks.TypeDeliverWebhook:
-		d = webhookSchedule[min(n, len(webhookSchedule)-1)]
+		d = schedule[min(n, len(schedule)-1)]
 	case tasks.TypeRequestPreview:
 		d = exponential(n, requestBackoffMax)
 	default:

@@ -229,7 +229,7 @@ func TestWebhookRetriesResendTheSameMessage(t *testing.T) {
 	}
 	evID := first.Header.Get("webhook-id")
 	testutil.Eventually(t, 5*time.Second, "the delivery record", func() bool {
-		m, err := h.store.Message(context.Background(), job.ID, evID+":job")
+		m, err := h.store.Message(context.Background(), job.ID, store.MessageID(evID, "job"))
 		return err == nil && m.Status == store.MessageDelivered && m.AttemptsN == 2 && m.Attempts[0].StatusCode == http.StatusServiceUnavailable
 	})
 }
@@ -242,22 +242,23 @@ func TestWebhookGoneIsNotRetried(t *testing.T) {
 	h.start()
 	job := h.request("SESSION_GONE_"+testutil.RandomHex(4), csmsim.SessionConfig{Stuck: true})
 	first := h.rcv.WaitFor(t, 10*time.Second, "a first attempt", func(ds []testutil.Delivery) bool { return len(ds) >= 1 })[0]
-	msgID := first.Header.Get("webhook-id") + ":job"
+	evID := first.Header.Get("webhook-id")
+	msgID := store.MessageID(evID, "job")
 	testutil.Eventually(t, 5*time.Second, "the message to fail", func() bool {
 		m, err := h.store.Message(context.Background(), job.ID, msgID)
 		return err == nil && m.Status == store.MessageFailed
 	})
 	testutil.Eventually(t, 5*time.Second, "the delivery task to be archived", func() bool {
-		info := h.taskInfo(h.queues.Webhooks, "webhook:"+msgID)
+		info := h.taskInfo(h.queues.Webhooks, "webhook:"+evID+":job")
 		return info != nil && info.State == asynq.TaskStateArchived
 	})
 	sameMessage := 0
 	for _, d := range h.rcv.Deliveries() {
-		if d.Header.Get("webhook-id")+":job" == msgID {
+		if d.Header.Get("webhook-id") == evID {
 			sameMessage++
 		}
 	}
-	if info := h.taskInfo(h.queues.Webhooks, "webhook:"+msgID); info.Retried != 0 || sameMessage != 1 {
+	if info := h.taskInfo(h.queues.Webhooks, "webhook:"+evID+":job"); info.Retried != 0 || sameMessage != 1 {
 		t.Fatalf("delivery task after 410: %+v", info)
 	}
 }

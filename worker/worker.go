@@ -27,6 +27,7 @@ import (
 type Options struct {
 	Queues             tasks.Queues
 	Polling            PollPolicy
+	Webhooks           WebhookPolicy
 	Concurrency        int           // preview tasks at once; default 10
 	WebhookConcurrency int           // webhook deliveries at once; default 10
 	ShutdownTimeout    time.Duration // default 10s
@@ -69,6 +70,7 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 	if opts.Polling.ReconcileGrace <= 0 {
 		opts.Polling.ReconcileGrace = 10 * time.Minute
 	}
+	opts.Webhooks.defaults()
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 10
 	}
@@ -99,15 +101,16 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 		opts:     opts,
 		log:      opts.Logger,
 		handlers: &Handlers{
-			store:   deps.Store,
-			csm:     deps.CSM,
-			sender:  deps.Sender,
-			flusher: enq,
-			signer:  deps.Signer,
-			log:     opts.Logger,
-			now:     opts.Now,
-			polling: opts.Polling,
-			metrics: opts.Observer,
+			store:    deps.Store,
+			csm:      deps.CSM,
+			sender:   deps.Sender,
+			tasks:    enq,
+			signer:   deps.Signer,
+			log:      opts.Logger,
+			now:      opts.Now,
+			polling:  opts.Polling,
+			webhooks: opts.Webhooks,
+			metrics:  opts.Observer,
 		},
 	}
 }
@@ -127,6 +130,8 @@ func (w *Worker) Handler() asynq.Handler {
 			return h.PollPreview(ctx, t)
 		case tasks.TypeDeliverWebhook:
 			return h.DeliverWebhook(ctx, t)
+		case tasks.TypeFanoutWebhook:
+			return h.FanoutWebhook(ctx, t)
 		}
 		return fmt.Errorf("%w: unknown task type %q", tasks.ErrMalformed, t.Type())
 	}))
@@ -185,7 +190,7 @@ func (w *Worker) server(baseCtx context.Context, queue string, concurrency int) 
 		BaseContext:              func() context.Context { return baseCtx },
 		Queues:                   map[string]int{queue: 1},
 		IsFailure:                isFailure,
-		RetryDelayFunc:           RetryDelay,
+		RetryDelayFunc:           w.retryDelay,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.handlers.handleError),
 		Logger:                   asynqLogger{w.log.Named("asynq")},
 		LogLevel:                 asynq.WarnLevel,
@@ -195,10 +200,10 @@ func (w *Worker) server(baseCtx context.Context, queue string, concurrency int) 
 	})
 }
 
-// isFailure: a task cut short by shutdown did not fail; it must not spend
-// one of its retries.
+// isFailure: a task cut short by shutdown did not fail, nor did a delivery
+// snoozed because its receiver is busy; neither spends a retry.
 func isFailure(err error) bool {
-	return err != nil && !errors.Is(err, context.Canceled)
+	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errDestinationBusy)
 }
 
 // guard is the middleware around every handler: a malformed task is
@@ -229,8 +234,8 @@ func (h *Handlers) guard(next asynq.Handler) asynq.Handler {
 // given up on (retries exhausted, or archived), its job is failed with the
 // reason, so no job waits silently for a task that will never run.
 func (h *Handlers) handleError(ctx context.Context, t *asynq.Task, err error) {
-	if errors.Is(err, context.Canceled) {
-		return // shutdown; re-run elsewhere
+	if !isFailure(err) {
+		return // shutdown or a snooze; it runs again
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
