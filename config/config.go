@@ -36,9 +36,16 @@ type Config struct {
 	CSMRateLimit int // requests per second to CSM, shared by every worker; 0 disables it
 	CSMRateBurst int
 
-	WebhookSecret       Secret
-	WebhookTimeout      time.Duration
-	WebhookAllowPrivate bool
+	// WebhookSecret signs webhooks to jobs' own webhook_url. During a
+	// rotation it holds several secrets (space or comma separated), the
+	// newest first: each request then carries one signature per secret.
+	WebhookSecret         Secret
+	WebhookTimeout        time.Duration
+	WebhookAllowPrivate   bool
+	WebhookRetrySchedule  []time.Duration
+	WebhookPerDestination int
+	WebhookDisableAfter   time.Duration
+	WebhookRotationWindow time.Duration
 
 	PollInterval    time.Duration
 	PollMaxInterval time.Duration
@@ -101,6 +108,14 @@ var settings = []setting{
 		func(c *Config) *time.Duration { return &c.WebhookTimeout }),
 	boolSetting("webhook-allow-private", "false", "allow webhook URLs on loopback/private addresses (local development only)",
 		func(c *Config) *bool { return &c.WebhookAllowPrivate }),
+	durationListSetting("webhook-retry-schedule", "5s,5m,30m,2h,5h,10h,10h", "waits before each webhook retry; the message is given up after the last",
+		func(c *Config) *[]time.Duration { return &c.WebhookRetrySchedule }),
+	intSetting("webhook-per-destination", "4", "webhook deliveries in flight to one receiver host, across all workers",
+		func(c *Config) *int { return &c.WebhookPerDestination }),
+	durationSetting("webhook-disable-after", "120h", "an endpoint failing continuously this long is disabled",
+		func(c *Config) *time.Duration { return &c.WebhookDisableAfter }),
+	durationSetting("webhook-rotation-window", "24h", "how long a rotated-out endpoint secret keeps signing beside the new one",
+		func(c *Config) *time.Duration { return &c.WebhookRotationWindow }),
 	durationSetting("poll-interval", "5s", "first interval between status polls of a job",
 		func(c *Config) *time.Duration { return &c.PollInterval }),
 	durationSetting("poll-max-interval", "1m", "the poll interval grows up to this",
@@ -249,6 +264,7 @@ func (c Config) validate() []error {
 		d    time.Duration
 	}{
 		{"csm-timeout", c.CSMTimeout}, {"webhook-timeout", c.WebhookTimeout}, {"job-deadline", c.JobDeadline},
+		{"webhook-disable-after", c.WebhookDisableAfter}, {"webhook-rotation-window", c.WebhookRotationWindow},
 		{"reconcile-grace", c.ReconcileGrace}, {"shutdown-timeout", c.ShutdownTimeout},
 	}
 	for _, p := range positive {
@@ -272,6 +288,18 @@ func (c Config) validate() []error {
 	}
 	if c.CSMRateLimit > 0 && c.CSMRateBurst < 1 {
 		bad("csm-rate-burst", "must be at least 1 when a rate limit is set")
+	}
+	if len(c.WebhookRetrySchedule) == 0 || len(c.WebhookRetrySchedule) > 40 {
+		bad("webhook-retry-schedule", "must list 1 to 40 durations")
+	}
+	for _, d := range c.WebhookRetrySchedule {
+		if d < time.Second {
+			bad("webhook-retry-schedule", "every wait must be at least 1s")
+			break
+		}
+	}
+	if c.WebhookPerDestination < 1 || c.WebhookPerDestination > 1000 {
+		bad("webhook-per-destination", "must be between 1 and 1000")
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("concurrency", "must be between 1 and 10000")

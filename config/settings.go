@@ -65,3 +65,27 @@ func boolSetting(name, def, usage string, field func(*Config) *bool) setting {
 		get: func(c Config) string { return strconv.FormatBool(*field(&c)) },
 	}
 }
+
+func durationListSetting(name, def, usage string, field func(*Config) *[]time.Duration) setting {
+	return setting{flag: name, def: def, usage: usage,
+		apply: func(c *Config, v string) error {
+			var out []time.Duration
+			for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+				d, err := time.ParseDuration(part)
+				if err != nil {
+					return fmt.Errorf("not a list of durations (like 5s,5m,2h): %q", part)
+				}
+				out = append(out, d)
+			}
+			*field(c) = out
+			return nil
+		},
+		get: func(c Config) string {
+			parts := make([]string, len(*field(&c)))
+			for i, d := range *field(&c) {
+				parts[i] = d.String()
+			}
+			return strings.Join(parts, ",")
+		},
+	}
+}

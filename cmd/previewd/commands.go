@@ -84,7 +84,8 @@ func cmdEnqueue(ctx context.Context, e env, args []string) error {
 		return usageError{msg: "invalid --pivot (pivot_point): " + err.Error()}
 	}
 	if err := req.Validate(); err != nil {
-		return usageError{msg: describeInvalid(err)}
+		v, _ := tasks.AsValidationError(err)
+		return usageError{msg: describeFields(v, flagOf)}
 	}
 	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
@@ -93,8 +94,8 @@ func cmdEnqueue(ctx context.Context, e env, args []string) error {
 	defer rdb.Close()
 	producer := newProducer(cfg, rdb)
 	job, err := producer.RequestPreview(ctx, req)
-	if _, ok := tasks.AsValidationError(err); ok {
-		return usageError{msg: describeInvalid(err)}
+	if v, ok := tasks.AsValidationError(err); ok {
+		return usageError{msg: describeFields(v, flagOf)}
 	}
 	if errors.Is(err, tasks.ErrIdempotencyConflict) {
 		return fmt.Errorf("--idempotency-key %q was already used for a different request (job %s)", req.IdempotencyKey, job.ID)
@@ -105,15 +106,11 @@ func cmdEnqueue(ctx context.Context, e env, args []string) error {
 	return printJSON(e.stdout, job, false)
 }
 
-// describeInvalid names each invalid field by its flag and JSON name.
-func describeInvalid(err error) string {
-	v, ok := tasks.AsValidationError(err)
-	if !ok {
-		return err.Error()
-	}
+// describeFields names each invalid field by its flag and JSON name.
+func describeFields(v *tasks.ValidationError, flags map[string]string) string {
 	parts := make([]string, 0, len(v.Fields))
 	for _, f := range v.Fields {
-		parts = append(parts, fmt.Sprintf("invalid %s (%s): %s", flagOf[f.Field], f.Field, f.Message))
+		parts = append(parts, fmt.Sprintf("invalid %s (%s): %s", flags[f.Field], f.Field, f.Message))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -7,6 +7,8 @@
 //	previewd enqueue --session CODE [...]
 //	previewd status ID
 //	previewd cancel ID
+//	previewd endpoints add|list|show|disable|enable|rotate-secret|delete
+//	previewd webhooks attempts|replay
 //	previewd config              the effective configuration, secrets redacted
 //	previewd secret              generate a webhook signing secret
 package main
@@ -38,13 +40,15 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"demo":    {"run jobs end to end with in-process Redis, CSM simulator and webhook receiver", cmdDemo},
-	"worker":  {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
-	"enqueue": {"request a preview; prints the job as JSON", cmdEnqueue},
-	"status":  {"print a job as JSON", cmdStatus},
-	"cancel":  {"cancel a job that is not final", cmdCancel},
-	"config":  {"print the effective configuration (secrets redacted)", cmdConfig},
-	"secret":  {"print a new webhook signing secret (whsec_...)", cmdSecret},
+	"demo":      {"run jobs end to end with in-process Redis, CSM simulator and webhook receiver", cmdDemo},
+	"worker":    {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
+	"enqueue":   {"request a preview; prints the job as JSON", cmdEnqueue},
+	"status":    {"print a job as JSON", cmdStatus},
+	"cancel":    {"cancel a job that is not final", cmdCancel},
+	"endpoints": {"manage webhook endpoints: add, list, show, disable, enable, rotate-secret, delete", cmdEndpoints},
+	"webhooks":  {"webhook delivery attempts and replays", cmdWebhooks},
+	"config":    {"print the effective configuration (secrets redacted)", cmdConfig},
+	"secret":    {"print a new webhook signing secret (whsec_...)", cmdSecret},
 }
 
 // Exit codes.
@@ -97,7 +101,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every setting is a PREVIEWD_* environment variable or a flag; run `previewd <command> -h`.")
@@ -110,15 +114,26 @@ func newFlagSet(e env, name string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, turning flag errors into usage errors.
+// parseFlags parses args, allowing flags after positional arguments
+// (`previewd cancel ID --namespace x`), and turns flag errors into usage
+// errors. After it, fs.Args() holds the positional arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{msg: err.Error()}
 		}
-		return usageError{msg: err.Error()}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 func oneArg(fs *flag.FlagSet, what string) (string, error) {

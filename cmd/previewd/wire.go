@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -86,7 +87,25 @@ func newProducer(cfg config.Config, rdb redis.UniversalClient) *tasks.Client {
 		JobDeadline:          cfg.JobDeadline,
 		Retention:            cfg.Retention,
 		AllowPrivateWebhooks: cfg.WebhookAllowPrivate,
+		SecretRotationWindow: cfg.WebhookRotationWindow,
 	})
+}
+
+// parseSecrets reads the webhook secrets: one, or during a rotation
+// several (space or comma separated), each signing every request.
+func parseSecrets(raw config.Secret) ([]webhook.Secret, error) {
+	var out []webhook.Secret
+	for _, part := range strings.FieldsFunc(raw.Reveal(), func(r rune) bool { return r == ',' || r == ' ' }) {
+		s, err := webhook.ParseSecret(part)
+		if err != nil {
+			return nil, fmt.Errorf("secret %d of %d: %w", len(out)+1, len(strings.Fields(strings.ReplaceAll(raw.Reveal(), ",", " "))), err)
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no secret given")
+	}
+	return out, nil
 }
 
 // newWorker wires a worker from the configuration.
@@ -94,7 +113,7 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 	if err := cfg.RequireWorkerSecrets(); err != nil {
 		return nil, usageError{msg: "configuration: " + err.Error()}
 	}
-	secret, err := webhook.ParseSecret(cfg.WebhookSecret.Reveal())
+	secrets, err := parseSecrets(cfg.WebhookSecret)
 	if err != nil {
 		return nil, usageError{msg: "configuration: PREVIEWD_WEBHOOK_SECRET (--webhook-secret): " + err.Error()}
 	}
@@ -119,13 +138,19 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 		Store:  st,
 		CSM:    client,
 		Sender: webhook.NewSender(webhook.SenderOptions{Timeout: cfg.WebhookTimeout, AllowPrivate: cfg.WebhookAllowPrivate}),
-		Signer: webhook.NewSigner(secret),
+		Signer: webhook.NewSigner(secrets...),
 	}, worker.Options{
 		Queues: tasks.QueuesFor(cfg.Namespace),
 		Polling: worker.PollPolicy{
 			Interval:       cfg.PollInterval,
 			MaxInterval:    cfg.PollMaxInterval,
 			ReconcileGrace: cfg.ReconcileGrace,
+		},
+		Webhooks: worker.WebhookPolicy{
+			Schedule:       cfg.WebhookRetrySchedule,
+			PerDestination: cfg.WebhookPerDestination,
+			DisableAfter:   cfg.WebhookDisableAfter,
+			AttemptTimeout: cfg.WebhookTimeout,
 		},
 		Concurrency:        cfg.Concurrency,
 		WebhookConcurrency: cfg.WebhookConcurrency,
