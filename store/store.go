@@ -69,6 +69,9 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	return &Store{rdb: rdb, ns: opts.Namespace, retention: opts.Retention, now: opts.Now}
 }
 
+// Retention is how long finished jobs are kept.
+func (s *Store) Retention() time.Duration { return s.retention }
+
 // Now returns the store's clock reading.
 func (s *Store) Now() time.Time { return s.now() }
 
@@ -166,6 +169,11 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
 	}
 	if created, _ := res[0].(int64); created == 1 {
+		if err := s.indexListing(ctx, job, ""); err != nil {
+			return job, true, fingerprint, err
+		}
+		// Best effort: a lost increment only skews a metric.
+		_ = s.rdb.Incr(ctx, s.statsKey("jobs_created")).Err()
 		return job, true, fingerprint, nil
 	}
 	storedFingerprint, _ := res[1].(string)
@@ -173,6 +181,10 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	var stored Job
 	if err := json.Unmarshal([]byte(storedDoc), &stored); err != nil {
 		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
+	}
+	// A repeat also repairs the listing a crashed creator may have missed.
+	if err := s.indexListing(ctx, stored, ""); err != nil {
+		return stored, false, storedFingerprint, err
 	}
 	return stored, false, storedFingerprint, nil
 }
@@ -218,7 +230,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.
 			return Job{}, err
 		}
 		now := s.now()
-		wasFinal := j.Status.Final()
+		before := j.Status
+		wasFinal := before.Final()
 		change, err := fn(&j, now)
 		if errors.Is(err, ErrNoChange) {
 			return j, nil
@@ -234,9 +247,15 @@ func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.
 		if !committed {
 			continue
 		}
+		if j.Status != before {
+			// Best effort: listings check each job's status as they read it.
+			_ = s.indexListing(ctx, j, before)
+		}
 		if j.Status.Final() && !wasFinal {
-			// Best effort: the sweeper drops index entries of final jobs.
+			// Best effort: the sweeper drops index entries of final jobs,
+			// and a lost increment only skews a metric.
 			_ = s.rdb.ZRem(ctx, s.deadlineIndexKey(), j.ID).Err()
+			_ = s.rdb.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status))).Err()
 		}
 		return j, nil
 	}
