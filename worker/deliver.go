@@ -204,6 +204,9 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	case sendErr == nil:
 		msg.Status = store.MessageDelivered
 		msg.DeliveredAt = &now
+		if job.FinishedAt != nil && msg.EventType == store.FinalEvent(job.Status) && msg.Replays == 0 {
+			h.metrics.FinalWebhookDelivered(h.now().Sub(*job.FinishedAt))
+		}
 	case de != nil && de.Gone:
 		msg.Status, msg.Reason = store.MessageFailed, "the receiver answered 410 Gone"
 	case !retryable:

@@ -18,6 +18,9 @@ type Observer interface {
 	JobFinished(j store.Job)
 	// WebhookAttempt: one delivery attempt.
 	WebhookAttempt(outcome string, latency time.Duration)
+	// FinalWebhookDelivered: a job's final event reached a destination,
+	// this long after the poll that saw the final status.
+	FinalWebhookDelivered(delay time.Duration)
 }
 
 // NopObserver observes nothing.
@@ -37,3 +40,6 @@ func (NopObserver) JobFinished(store.Job) {}
 
 // WebhookAttempt implements Observer.
 func (NopObserver) WebhookAttempt(string, time.Duration) {}
+
+// FinalWebhookDelivered implements Observer.
+func (NopObserver) FinalWebhookDelivered(time.Duration) {}

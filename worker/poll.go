@@ -179,6 +179,10 @@ func (h *Handlers) logPoll(log *zap.Logger, j store.Job, res pollResult) {
 		h.metrics.UpstreamAuthFault()
 		log.Error("CSM refused our API key while polling: check PREVIEWD_CSM_API_KEY; the job keeps waiting until its deadline", zap.Error(res.pollErr))
 	case res.pollErr != nil:
+		var ce *csm.Error
+		if errors.As(res.pollErr, &ce) && ce.Kind == csm.KindRateLimited {
+			h.metrics.UpstreamRateLimited()
+		}
 		log.Warn("poll failed; the next poll retries", zap.Error(res.pollErr))
 	case res.unknownStatus:
 		log.Warn("unknown upstream status; treated as still working")

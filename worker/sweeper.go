@@ -42,7 +42,8 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 //     enqueue are enqueued;
 //   - jobs still unfinished well past their deadline (their task chain
 //     died: archived, deleted from the dashboard, lost with a Redis
-//     failover) are timed out, so that no job waits forever.
+//     failover) are timed out, so that no job waits forever;
+//   - listing index entries of jobs that have expired are trimmed.
 func (w *Worker) Sweep(ctx context.Context) error {
 	now := w.opts.Now()
 	var errs []error
@@ -82,6 +83,9 @@ func (w *Worker) Sweep(ctx context.Context) error {
 		if err := w.store.DropDeadlineIndex(ctx, e.JobID); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := w.store.TrimListing(ctx, now.Add(-w.opts.JobDeadline-w.store.Retention())); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

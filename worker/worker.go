@@ -32,9 +32,13 @@ type Options struct {
 	WebhookConcurrency int           // webhook deliveries at once; default 10
 	ShutdownTimeout    time.Duration // default 10s
 	SweepInterval      time.Duration // default 15s
-	Logger             *zap.Logger
-	Observer           Observer
-	Now                func() time.Time
+	// JobDeadline is the producers' job deadline: with the retention period
+	// it bounds how long a job can exist, beyond which the sweeper trims
+	// listing indexes. Default 3h.
+	JobDeadline time.Duration
+	Logger      *zap.Logger
+	Observer    Observer
+	Now         func() time.Time
 }
 
 // Deps are the Worker's collaborators.
@@ -79,6 +83,9 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
+	}
+	if opts.JobDeadline <= 0 {
+		opts.JobDeadline = 3 * time.Hour
 	}
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = 15 * time.Second

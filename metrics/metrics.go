@@ -1,0 +1,216 @@
+// Package metrics exposes previewd's Prometheus metrics: what the worker
+// observes (upstream calls, finished jobs, webhook deliveries), the HTTP
+// API's requests, cluster-wide job counters kept in Redis, and queue sizes
+// read from asynq's Inspector on every scrape.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/previewd/previewd/store"
+)
+
+const namespace = "previewd"
+
+// Metrics implements worker.Observer and serves /metrics.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	jobDuration      *prometheus.HistogramVec
+	pollsPerJob      prometheus.Histogram
+	detectionDelay   prometheus.Histogram
+	upstreamRequests *prometheus.CounterVec
+	upstreamLatency  *prometheus.HistogramVec
+	upstreamLimited  prometheus.Counter
+	upstreamAuth     prometheus.Counter
+	webhookAttempts  *prometheus.CounterVec
+	webhookLatency   prometheus.Histogram
+	httpRequests     *prometheus.CounterVec
+	httpLatency      *prometheus.HistogramVec
+}
+
+// Sources are what the scrape-time collectors read.
+type Sources struct {
+	Inspector *asynq.Inspector
+	Queues    []string // the asynq queues to report
+	Webhooks  string   // the webhook queue, whose pending work is the backlog
+	Store     *store.Store
+	Logger    *zap.Logger
+}
+
+// New registers every metric on a fresh registry.
+func New(src Sources) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "job_duration_seconds",
+			Help:    "Time from a job's creation to its final status, by final status.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 10800},
+		}, []string{"status"}),
+		pollsPerJob: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "job_polls",
+			Help:    "Session reads a job needed before its final status.",
+			Buckets: []float64{1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233},
+		}),
+		detectionDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "detection_delay_seconds",
+			Help:    "Time from the poll that saw a job's final status to the delivery of its final webhook.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
+		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_requests_total",
+			Help: "Calls to CSM by endpoint and outcome (ok, or the kind of failure).",
+		}, []string{"endpoint", "outcome"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_request_duration_seconds",
+			Help:    "Latency of calls to CSM by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}, []string{"endpoint"}),
+		upstreamLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_rate_limited_total",
+			Help: "CSM answers that asked us to slow down (429, or a 400 worded as a rate limit).",
+		}),
+		upstreamAuth: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_auth_faults_total",
+			Help: "CSM refusing our API key (401/403): a configuration fault.",
+		}),
+		webhookAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_deliveries_total",
+			Help: "Webhook delivery attempts by outcome (delivered, http_error, transport_error, gone, blocked).",
+		}, []string{"outcome"}),
+		webhookLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "webhook_delivery_duration_seconds",
+			Help:    "Latency of webhook delivery attempts.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 13),
+		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "http_requests_total",
+			Help: "HTTP API requests by route and status code.",
+		}, []string{"route", "code"}),
+		httpLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "http_request_duration_seconds",
+			Help:    "HTTP API latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests, m.upstreamLatency,
+		m.upstreamLimited, m.upstreamAuth, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if src.Inspector != nil || src.Store != nil {
+		if src.Logger == nil {
+			src.Logger = zap.NewNop()
+		}
+		reg.MustRegister(&stateCollector{src: src})
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry returns the registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// UpstreamCall implements worker.Observer.
+func (m *Metrics) UpstreamCall(endpoint, outcome string, latency time.Duration) {
+	m.upstreamRequests.WithLabelValues(endpoint, outcome).Inc()
+	m.upstreamLatency.WithLabelValues(endpoint).Observe(latency.Seconds())
+}
+
+// UpstreamRateLimited implements worker.Observer.
+func (m *Metrics) UpstreamRateLimited() { m.upstreamLimited.Inc() }
+
+// UpstreamAuthFault implements worker.Observer.
+func (m *Metrics) UpstreamAuthFault() { m.upstreamAuth.Inc() }
+
+// JobFinished implements worker.Observer.
+func (m *Metrics) JobFinished(j store.Job) {
+	end := j.UpdatedAt
+	if j.FinishedAt != nil {
+		end = *j.FinishedAt
+	}
+	m.jobDuration.WithLabelValues(string(j.Status)).Observe(end.Sub(j.CreatedAt).Seconds())
+	m.pollsPerJob.Observe(float64(j.Polls))
+}
+
+// WebhookAttempt implements worker.Observer.
+func (m *Metrics) WebhookAttempt(outcome string, latency time.Duration) {
+	m.webhookAttempts.WithLabelValues(outcome).Inc()
+	m.webhookLatency.Observe(latency.Seconds())
+}
+
+// FinalWebhookDelivered implements worker.Observer.
+func (m *Metrics) FinalWebhookDelivered(delay time.Duration) {
+	m.detectionDelay.Observe(delay.Seconds())
+}
+
+// HTTPRequest records one API request.
+func (m *Metrics) HTTPRequest(route string, code int, latency time.Duration) {
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.httpLatency.WithLabelValues(route).Observe(latency.Seconds())
+}
+
+// stateCollector reads, at scrape time, what lives in Redis: queue sizes
+// from asynq's Inspector and the cluster-wide job counters.
+type stateCollector struct{ src Sources }
+
+var (
+	queueTasksDesc = prometheus.NewDesc(namespace+"_queue_tasks", "Tasks in an asynq queue by state.", []string{"queue", "state"}, nil)
+	backlogDesc    = prometheus.NewDesc(namespace+"_webhook_backlog", "Webhook tasks waiting: pending, scheduled or retrying.", nil, nil)
+	createdDesc    = prometheus.NewDesc(namespace+"_jobs_created_total", "Jobs created, by every producer (cluster-wide, from Redis).", nil, nil)
+	finishedDesc   = prometheus.NewDesc(namespace+"_jobs_finished_total", "Jobs finished by final status (cluster-wide, from Redis).", []string{"status"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueTasksDesc
+	ch <- backlogDesc
+	ch <- createdDesc
+	ch <- finishedDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Inspector != nil {
+		for _, q := range c.src.Queues {
+			info, err := c.src.Inspector.GetQueueInfo(q)
+			if err != nil {
+				// A queue nobody has used yet does not exist in asynq.
+				c.src.Logger.Debug("queue info unavailable", zap.String("queue", q), zap.Error(err))
+				continue
+			}
+			for state, n := range map[string]int{
+				"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+				"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
+			} {
+				ch <- prometheus.MustNewConstMetric(queueTasksDesc, prometheus.GaugeValue, float64(n), q, state)
+			}
+			if q == c.src.Webhooks {
+				ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(info.Pending+info.Scheduled+info.Retry))
+			}
+		}
+	}
+	if c.src.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		stats, err := c.src.Store.Stats(ctx)
+		if err != nil {
+			c.src.Logger.Warn("job counters unavailable", zap.Error(err))
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(createdDesc, prometheus.CounterValue, float64(stats.Created))
+		for status, n := range stats.Finished {
+			ch <- prometheus.MustNewConstMetric(finishedDesc, prometheus.CounterValue, float64(n), string(status))
+		}
+	}
+}
