@@ -57,6 +57,18 @@ type Config struct {
 	WebhookConcurrency int
 	ShutdownTimeout    time.Duration
 
+	// HTTPAddr is where `serve` listens (default 127.0.0.1:8080) and where
+	// `worker` serves its probes and metrics (none when empty).
+	HTTPAddr string
+	// APITokens are the API's bearer tokens (comma separated); they also
+	// open the dashboard read-write.
+	APITokens Secret
+	// DashboardReadOnlyTokens open the dashboard read-only.
+	DashboardReadOnlyTokens Secret
+	// DrainDelay is how long a stopping server answers /readyz with 503
+	// before it stops accepting requests.
+	DrainDelay time.Duration
+
 	LogLevel  string
 	LogFormat string
 
@@ -132,6 +144,14 @@ var settings = []setting{
 		func(c *Config) *int { return &c.WebhookConcurrency }),
 	durationSetting("shutdown-timeout", "10s", "how long a stopping worker waits for in-flight tasks",
 		func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	stringSetting("http-addr", "", "serve: listen address (default 127.0.0.1:8080); worker: probes and metrics address (off when empty)",
+		func(c *Config) *string { return &c.HTTPAddr }),
+	secretSetting("api-tokens", "comma-separated bearer tokens of the HTTP API (also open the dashboard); required to listen beyond loopback",
+		func(c *Config) *Secret { return &c.APITokens }),
+	secretSetting("dashboard-readonly-tokens", "comma-separated tokens that open the dashboard read-only",
+		func(c *Config) *Secret { return &c.DashboardReadOnlyTokens }),
+	durationSetting("drain-delay", "5s", "on SIGTERM, how long the server reports not ready before it stops taking requests",
+		func(c *Config) *time.Duration { return &c.DrainDelay }),
 	stringSetting("log-level", "info", "debug, info, warn or error",
 		func(c *Config) *string { return &c.LogLevel }),
 	stringSetting("log-format", "json", "json or console",
@@ -274,6 +294,9 @@ func (c Config) validate() []error {
 	}
 	// asynq schedules with one-second granularity: a shorter interval would
 	// silently become a busy loop of zero-delay polls.
+	if c.DrainDelay < 0 {
+		bad("drain-delay", "must not be negative")
+	}
 	if c.PollInterval < time.Second {
 		bad("poll-interval", "must be at least 1s")
 	}
@@ -318,6 +341,17 @@ func (c Config) validate() []error {
 		bad("log-format", "must be json or console")
 	}
 	return errs
+}
+
+// Tokens splits a comma-separated token setting.
+func Tokens(s Secret) []string {
+	var out []string
+	for _, t := range strings.Split(s.Reveal(), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // RequireWorkerSecrets checks the settings a worker cannot run without.

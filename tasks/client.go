@@ -83,31 +83,43 @@ func (c *Client) Store() *store.Store { return c.store }
 // causes a second POST. Errors: *ValidationError for bad input,
 // ErrIdempotencyConflict for a key reused with different content.
 func (c *Client) RequestPreview(ctx context.Context, req PreviewRequest) (store.Job, error) {
+	job, _, err := c.Submit(ctx, req)
+	return job, err
+}
+
+// Submit is RequestPreview that also reports whether this call created the
+// job (false: an earlier request with the same key did).
+func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, bool, error) {
 	if err := req.Validate(); err != nil {
-		return store.Job{}, err
+		return store.Job{}, false, err
 	}
 	if req.WebhookURL != "" {
 		if err := webhook.CheckURL(ctx, req.WebhookURL, c.opts.AllowPrivateWebhooks, c.opts.Resolver); err != nil {
-			return store.Job{}, &ValidationError{Fields: []FieldError{{Field: "webhook_url", Message: err.Error()}}}
+			return store.Job{}, false, &ValidationError{Fields: []FieldError{{Field: "webhook_url", Message: err.Error()}}}
 		}
 	}
 	fp := req.fingerprint()
 	job := newJob(req, JobID(req, fp), c.opts.Now(), c.opts.JobDeadline)
 	entry := OutboxEntry(RequestPreview{JobID: job.ID, SessionCode: job.SessionCode}, time.Time{})
 
-	stored, _, storedFP, err := c.store.Create(ctx, job, fp, []store.OutboxEntry{entry})
+	stored, created, storedFP, err := c.store.Create(ctx, job, fp, []store.OutboxEntry{entry})
 	if err != nil {
-		return store.Job{}, err
+		return store.Job{}, false, err
 	}
 	if storedFP != fp {
-		return stored, fmt.Errorf("job %s: %w", stored.ID, ErrIdempotencyConflict)
+		return stored, false, fmt.Errorf("job %s: %w", stored.ID, ErrIdempotencyConflict)
 	}
 	// Also for an existing job: if its creator died before enqueueing, this
 	// repeat finishes the job's creation.
 	if err := c.enqueuer.Flush(ctx, stored.ID); err != nil {
-		return stored, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
+		return stored, created, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
 	}
-	return stored, nil
+	return stored, created, nil
+}
+
+// List returns a page of jobs, newest first (see store.ListOptions).
+func (c *Client) List(ctx context.Context, opts store.ListOptions) ([]store.Job, string, error) {
+	return c.store.List(ctx, opts)
 }
 
 // idNamespace scopes the name-based UUIDs of jobs.

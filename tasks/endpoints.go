@@ -46,7 +46,7 @@ func (c *Client) AddEndpoint(ctx context.Context, req EndpointRequest) (store.En
 	} else if err := webhook.CheckURL(ctx, req.URL, c.opts.AllowPrivateWebhooks, c.opts.Resolver); err != nil {
 		add("url", err.Error())
 	}
-	var types []store.EventType
+	types := []store.EventType{} // empty: every type; never null in JSON
 	for _, t := range req.EventTypes {
 		if !slices.Contains(EventTypes, store.EventType(t)) {
 			add("event_types", fmt.Sprintf("unknown event type %q", t))

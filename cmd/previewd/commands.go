@@ -12,14 +12,16 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/previewd/previewd/api"
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 	"github.com/previewd/previewd/webhook"
-	"github.com/previewd/previewd/worker"
 )
 
 func cmdWorker(ctx context.Context, e env, args []string) error {
-	cfg, err := loadConfig(e, newFlagSet(e, "worker"), args)
+	fs := newFlagSet(e, "worker")
+	httpAddr := fs.String("http", "", "serve /healthz, /readyz and /metrics here (default: PREVIEWD_HTTP_ADDR; none when empty)")
+	cfg, err := loadConfig(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -38,9 +40,14 @@ func cmdWorker(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	w, err := newWorker(cfg, rdb, log, worker.NopObserver{})
+	m := newMetrics(cfg, rdb, log)
+	w, err := newWorker(cfg, rdb, log, m)
 	if err != nil {
 		return err
+	}
+	if addr := firstOf(*httpAddr, cfg.HTTPAddr); addr != "" {
+		ops := api.New(nil, api.Options{Redis: rdb, Metrics: m.Handler(), Logger: log})
+		return runHTTP(ctx, cfg, log, addr, ops, w)
 	}
 	return w.Run(ctx)
 }

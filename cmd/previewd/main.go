@@ -4,6 +4,8 @@
 //
 //	previewd demo [--jobs N]     everything in one process, no set-up
 //	previewd worker              run a worker until SIGTERM/SIGINT
+//	previewd serve [--worker]    the HTTP API, dashboard and metrics
+//	previewd serve [--worker]    the HTTP API, dashboard and metrics
 //	previewd enqueue --session CODE [...]
 //	previewd status ID
 //	previewd cancel ID
@@ -42,6 +44,7 @@ type command struct {
 var commands = map[string]command{
 	"demo":      {"run jobs end to end with in-process Redis, CSM simulator and webhook receiver", cmdDemo},
 	"worker":    {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
+	"serve":     {"serve the HTTP API, the dashboard and metrics (--worker: and run a worker)", cmdServe},
 	"enqueue":   {"request a preview; prints the job as JSON", cmdEnqueue},
 	"status":    {"print a job as JSON", cmdStatus},
 	"cancel":    {"cancel a job that is not final", cmdCancel},

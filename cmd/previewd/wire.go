@@ -155,6 +155,7 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 		Concurrency:        cfg.Concurrency,
 		WebhookConcurrency: cfg.WebhookConcurrency,
 		ShutdownTimeout:    cfg.ShutdownTimeout,
+		JobDeadline:        cfg.JobDeadline,
 		Logger:             log,
 		Observer:           obs,
 	}), nil

@@ -1,0 +1,79 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+
+	"github.com/hibiken/asynqmon"
+	"github.com/redis/go-redis/v9"
+)
+
+// DashboardPath is where the asynq dashboard is served.
+const DashboardPath = "/monitoring"
+
+// Dashboard is asynqmon twice: read-write for the API's tokens and
+// read-only (asynqmon refuses every non-GET API call) for the read-only
+// tokens.
+type Dashboard struct {
+	readWrite, readOnly http.Handler
+}
+
+// sharedRedis hands asynqmon our existing connection instead of letting it
+// dial its own (asynq.RedisConnOpt).
+type sharedRedis struct{ c redis.UniversalClient }
+
+func (s sharedRedis) MakeRedisClient() any { return s.c }
+
+// NewDashboard builds the dashboard on rdb. Never call Close on what it
+// builds: the connection is the caller's.
+func NewDashboard(rdb redis.UniversalClient) *Dashboard {
+	opts := func(readOnly bool) asynqmon.Options {
+		return asynqmon.Options{
+			RootPath:         DashboardPath,
+			RedisConnOpt:     sharedRedis{rdb},
+			PayloadFormatter: asynqmon.PayloadFormatterFunc(FormatPayload),
+			ReadOnly:         readOnly,
+		}
+	}
+	return &Dashboard{readWrite: asynqmon.New(opts(false)), readOnly: asynqmon.New(opts(true))}
+}
+
+// FormatPayload shows a task payload in the dashboard: the job it belongs
+// to and where to read that job, then the payload (our payloads carry ids
+// and parameters only, never secrets).
+func FormatPayload(_ string, payload []byte) string {
+	var p struct {
+		JobID string `json:"job_id"`
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, payload, "", "  "); err != nil {
+		return string(payload)
+	}
+	if json.Unmarshal(payload, &p) != nil || p.JobID == "" {
+		return pretty.String()
+	}
+	return "job " + p.JobID + "  (GET /v1/previews/" + p.JobID + ")\n" + pretty.String()
+}
+
+// dashboard admits the API's tokens read-write and the read-only tokens
+// read-only, as HTTP Basic passwords (any user name, so a browser can log
+// in) or bearer tokens. Everything under the path, its API included,
+// answers 401 without them.
+func (s *Server) dashboard(d *Dashboard) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := bearer(r)
+		if _, password, ok := r.BasicAuth(); ok {
+			token = password
+		}
+		switch {
+		case s.open() || s.tokens.match(token):
+			d.readWrite.ServeHTTP(w, r)
+		case s.readOnly.match(token):
+			d.readOnly.ServeHTTP(w, r)
+		default:
+			w.Header().Set("WWW-Authenticate", `Basic realm="previewd dashboard", charset="UTF-8"`)
+			http.Error(w, "401 unauthorized: log in with any user name and an API token as the password", http.StatusUnauthorized)
+		}
+	})
+}

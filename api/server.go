@@ -1,0 +1,312 @@
+// Package api is previewd's HTTP surface: the JSON API backends in any
+// language use (/v1/...), its OpenAPI document, the asynq dashboard
+// (asynqmon) behind our authentication, health and readiness probes, and
+// Prometheus metrics.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	_ "embed"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+)
+
+// Control is what the API needs of the producer API (tasks.Client).
+type Control interface {
+	Submit(ctx context.Context, req tasks.PreviewRequest) (store.Job, bool, error)
+	Job(ctx context.Context, id string) (store.Job, error)
+	List(ctx context.Context, opts store.ListOptions) ([]store.Job, string, error)
+	Cancel(ctx context.Context, id string) (store.Job, error)
+	Messages(ctx context.Context, jobID string) ([]store.Message, error)
+	Replay(ctx context.Context, msgID string) (store.Message, error)
+	AddEndpoint(ctx context.Context, req tasks.EndpointRequest) (store.Endpoint, string, error)
+	Endpoints(ctx context.Context) ([]store.Endpoint, error)
+	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
+	SetEndpointEnabled(ctx context.Context, id string, enabled bool, reason string) (store.Endpoint, error)
+	RotateEndpointSecret(ctx context.Context, id string) (store.Endpoint, string, error)
+	DeleteEndpoint(ctx context.Context, id string) error
+}
+
+// Recorder receives request measurements (metrics.Metrics).
+type Recorder interface {
+	HTTPRequest(route string, code int, latency time.Duration)
+}
+
+// Options configure a Server.
+type Options struct {
+	// Tokens are the bearer tokens of the API, compared in constant time.
+	// They also open the dashboard read-write. With none, the API and the
+	// dashboard are open: serve only on loopback then (the serve command
+	// enforces it).
+	Tokens []string
+	// ReadOnlyTokens open the dashboard in asynqmon's read-only mode.
+	ReadOnlyTokens []string
+	// Redis is where the readiness probe and the dashboard look.
+	Redis redis.UniversalClient
+	// Metrics serves /metrics; nil serves nothing there.
+	Metrics http.Handler
+	// Recorder records each request; nil records nothing.
+	Recorder Recorder
+	// Dashboard is the asynqmon handler pair; nil leaves /monitoring/ out.
+	Dashboard *Dashboard
+	Logger    *zap.Logger
+	// MaxBodyBytes bounds request bodies; default 64 KiB.
+	MaxBodyBytes int64
+}
+
+// Server is the HTTP API.
+type Server struct {
+	control  Control
+	opts     Options
+	tokens   tokenSet
+	readOnly tokenSet
+	log      *zap.Logger
+	draining atomic.Bool
+	mux      *http.ServeMux
+}
+
+// New returns a Server. With a nil control it serves only the probes and
+// metrics (a worker's listener).
+func New(control Control, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	s := &Server{
+		control: control, opts: opts, log: opts.Logger,
+		tokens: newTokenSet(opts.Tokens), readOnly: newTokenSet(opts.ReadOnlyTokens),
+		mux: http.NewServeMux(),
+	}
+	s.routes()
+	return s
+}
+
+// apiRoutes are the authenticated /v1 routes.
+var apiRoutes = []struct {
+	pattern string
+	handle  func(*Server, http.ResponseWriter, *http.Request)
+}{
+	{"POST /v1/previews", (*Server).createPreview},
+	{"GET /v1/previews", (*Server).listPreviews},
+	{"GET /v1/previews/{id}", (*Server).getPreview},
+	{"POST /v1/previews/{id}/cancel", (*Server).cancelPreview},
+	{"GET /v1/previews/{id}/webhooks", (*Server).previewWebhooks},
+	{"POST /v1/messages/{id}/replay", (*Server).replayMessage},
+	{"POST /v1/endpoints", (*Server).createEndpoint},
+	{"GET /v1/endpoints", (*Server).listEndpoints},
+	{"GET /v1/endpoints/{id}", (*Server).getEndpoint},
+	{"DELETE /v1/endpoints/{id}", (*Server).deleteEndpoint},
+	{"POST /v1/endpoints/{id}/disable", (*Server).disableEndpoint},
+	{"POST /v1/endpoints/{id}/enable", (*Server).enableEndpoint},
+	{"POST /v1/endpoints/{id}/rotate-secret", (*Server).rotateEndpointSecret},
+}
+
+// Routes lists the API's routes ("METHOD /path"), all of which the OpenAPI
+// document describes.
+func Routes() []string {
+	out := make([]string, len(apiRoutes))
+	for i, rt := range apiRoutes {
+		out[i] = rt.pattern
+	}
+	return out
+}
+
+// SetDraining makes /readyz answer 503, so load balancers stop sending
+// traffic before the server shuts down.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// Handler returns the server's handler.
+func (s *Server) Handler() http.Handler { return s.observe(s.mux) }
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Metrics != nil {
+		m.Handle("GET /metrics", s.opts.Metrics)
+	}
+	if s.control == nil {
+		return // a worker's listener: probes and metrics only
+	}
+	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+
+	for _, rt := range apiRoutes {
+		handle := rt.handle
+		m.Handle(rt.pattern, s.authenticate(func(w http.ResponseWriter, r *http.Request) { handle(s, w, r) }))
+	}
+	// Anything else under /v1/ is a JSON 404, not the mux's text one.
+	m.Handle("/v1/", s.authenticate(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "Not found", "no such API route: "+r.Method+" "+r.URL.Path, nil)
+	}))
+	if d := s.opts.Dashboard; d != nil {
+		m.Handle(DashboardPath+"/", s.dashboard(d))
+		m.Handle("GET "+DashboardPath, http.RedirectHandler(DashboardPath+"/", http.StatusMovedPermanently))
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
+	if s.opts.Redis != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := s.opts.Redis.Ping(ctx).Err(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("redis does not answer\n"))
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// tokenSet compares tokens in constant time: each candidate is hashed, so
+// the comparison takes the same time whatever the tokens' lengths, and
+// every configured token is compared.
+type tokenSet [][32]byte
+
+func newTokenSet(tokens []string) tokenSet {
+	var out tokenSet
+	for _, t := range tokens {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, sha256.Sum256([]byte(t)))
+		}
+	}
+	return out
+}
+
+func (t tokenSet) match(token string) bool {
+	if token == "" {
+		return false
+	}
+	d := sha256.Sum256([]byte(token))
+	found := 0
+	for _, want := range t {
+		found |= subtle.ConstantTimeCompare(d[:], want[:])
+	}
+	return found == 1
+}
+
+// open reports whether the API runs without tokens (loopback only).
+func (s *Server) open() bool { return len(s.tokens) == 0 }
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// authenticate admits requests with a valid bearer token.
+func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.open() || s.tokens.match(bearer(r)) {
+			next(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="previewd"`)
+		writeProblem(w, http.StatusUnauthorized, "Unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)", nil)
+	})
+}
+
+// statusRecorder remembers the status code a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets the dashboard stream.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// observe logs and measures every request, and turns a panic into a 500.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("HTTP handler panicked", zap.Any("panic", p), zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Stack("stack"))
+				if rec.code == 0 {
+					writeProblem(rec, http.StatusInternalServerError, "Internal error", "the request could not be processed", nil)
+				}
+			}
+			route := r.Pattern
+			if route == "" || strings.HasPrefix(r.URL.Path, DashboardPath) {
+				route = routeGroup(r.URL.Path)
+			}
+			latency := time.Since(start)
+			if s.opts.Recorder != nil {
+				s.opts.Recorder.HTTPRequest(route, rec.code, latency)
+			}
+			if route != "GET /healthz" && route != "GET /readyz" && route != "GET /metrics" {
+				s.log.Info("http request", zap.String("method", r.Method), zap.String("route", route),
+					zap.Int("status", rec.code), zap.Duration("latency", latency))
+			}
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// routeGroup bounds the label values of unmatched paths.
+func routeGroup(path string) string {
+	switch {
+	case strings.HasPrefix(path, DashboardPath):
+		return "dashboard"
+	case strings.HasPrefix(path, "/v1/"):
+		return "v1 unmatched"
+	}
+	return "other"
+}
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// OpenAPIDocument returns the OpenAPI 3.1 document of the API.
+func OpenAPIDocument() []byte { return openAPIDocument }
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openAPIDocument)
+}
