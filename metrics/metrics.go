@@ -8,6 +8,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -113,6 +114,32 @@ func New(src Sources) *Metrics {
 		reg.MustRegister(&stateCollector{src: src})
 	}
 	return m
+}
+
+// Names lists the names of every metric previewd exports (histograms
+// without their _bucket, _sum and _count suffixes), for checking that
+// dashboards and alert rules refer to real metrics.
+func Names() []string {
+	m := New(Sources{})
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range []prometheus.Collector{m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests,
+			m.upstreamLatency, m.upstreamLimited, m.upstreamAuth, m.webhookAttempts, m.webhookLatency, m.httpRequests,
+			m.httpLatency, &stateCollector{}} {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var names []string
+	for d := range ch {
+		// Desc has no accessor for its name; its String form carries it.
+		s := d.String()
+		if i := strings.Index(s, `fqName: "`); i >= 0 {
+			rest := s[i+len(`fqName: "`):]
+			names = append(names, rest[:strings.IndexByte(rest, '"')])
+		}
+	}
+	return names
 }
 
 // Handler serves the registry in the Prometheus exposition format.
