@@ -134,14 +134,7 @@ func (p PollPreview) Validate() error {
 
 // Validate implements Payload.
 func (p DeliverWebhook) Validate() error {
-	var errs []error
-	errs = append(errs, checkJobID(p.JobID))
-	if !eventIDPattern.MatchString(p.EventID) {
-		errs = append(errs, fieldErr("event_id", "must look like evt_<32 hex digits>"))
-	}
-	if p.EventType == "" {
-		errs = append(errs, fieldErr("event_type", "is required"))
-	}
+	errs := []error{FanoutWebhook{JobID: p.JobID, EventID: p.EventID, EventType: p.EventType}.Validate()}
 	if p.Destination != DestinationJob && !store.IsEndpointID(p.Destination) {
 		errs = append(errs, fieldErr("destination", "must be \"job\" or an endpoint id"))
 	}

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 
 	"github.com/previewd/previewd/api"
@@ -28,28 +26,21 @@ func cmdWorker(ctx context.Context, e env, args []string) error {
 	if err := cfg.RequireWorkerSecrets(); err != nil {
 		return usageError{msg: "configuration: " + err.Error()}
 	}
-	log, err := newLogger(cfg, e.stderr)
+	p, done, err := startProcess(ctx, e, cfg)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	m := newMetrics(cfg, rdb, log)
-	w, err := newWorker(cfg, rdb, log, m)
+	defer done()
+	m := newMetrics(cfg, p.rdb, p.log)
+	w, err := newWorker(cfg, p.rdb, p.log, m)
 	if err != nil {
 		return err
 	}
 	if addr := firstOf(*httpAddr, cfg.HTTPAddr); addr != "" {
-		ops := api.New(nil, api.Options{Redis: rdb, Metrics: m.Handler(), Logger: log})
-		return runHTTP(ctx, cfg, log, addr, ops, w)
+		ops := api.New(nil, api.Options{Redis: p.rdb, Metrics: m.Handler(), Logger: p.log})
+		return runHTTP(p.ctx, cfg, p.log, addr, ops, w)
 	}
-	return w.Run(ctx)
+	return w.Run(p.ctx)
 }
 
 // flagOf maps request fields to the enqueue flags that set them, so that

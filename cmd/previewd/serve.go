@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -17,6 +15,7 @@ import (
 	"github.com/previewd/previewd/api"
 	"github.com/previewd/previewd/config"
 	"github.com/previewd/previewd/metrics"
+	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 	"github.com/previewd/previewd/worker"
 )
@@ -43,21 +42,15 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 			return usageError{msg: "configuration: " + err.Error()}
 		}
 	}
-	log, err := newLogger(cfg, e.stderr)
+	p, done, err := startProcess(ctx, e, cfg)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
+	defer done()
+	log, rdb := p.log, p.rdb
 	if len(tokens) == 0 {
 		log.Warn("no PREVIEWD_API_TOKENS: the API and the dashboard are open to anyone who can reach " + addr)
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
 	producer := newProducer(cfg, rdb)
 	m := newMetrics(cfg, rdb, log)
 	server := api.New(producer, api.Options{
@@ -70,7 +63,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 			return err
 		}
 	}
-	return runHTTP(ctx, cfg, log, addr, server, w)
+	return runHTTP(p.ctx, cfg, log, addr, server, w)
 }
 
 // newMetrics builds the metrics of a process on rdb.
@@ -80,7 +73,7 @@ func newMetrics(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger) *
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),
 		Queues:    []string{q.Previews, q.Webhooks},
 		Webhooks:  q.Webhooks,
-		Store:     newProducer(cfg, rdb).Store(),
+		Store:     store.New(rdb, store.Options{Namespace: cfg.Namespace, Retention: cfg.Retention}),
 		Logger:    log,
 	})
 }

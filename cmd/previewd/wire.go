@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,6 +54,34 @@ func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level) // Lock: handlers log concurrently
 	return zap.New(core, zap.AddCaller()), nil
+}
+
+// process is what a long-running subcommand sets up: its logger, a context
+// ended by SIGINT or SIGTERM, and its Redis connection.
+type process struct {
+	ctx context.Context
+	log *zap.Logger
+	rdb redis.UniversalClient
+}
+
+// startProcess sets up a long-running subcommand; call the returned
+// function when it ends.
+func startProcess(ctx context.Context, e env, cfg config.Config) (process, func(), error) {
+	log, err := newLogger(cfg, e.stderr)
+	if err != nil {
+		return process{}, nil, err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		stop()
+		return process{}, nil, err
+	}
+	return process{ctx: ctx, log: log, rdb: rdb}, func() {
+		_ = rdb.Close()
+		stop()
+		_ = log.Sync()
+	}, nil
 }
 
 // openRedis connects to the configured Redis (or Redis Cluster) and checks
