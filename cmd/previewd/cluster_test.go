@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/previewd/previewd/csmsim"
+	"github.com/previewd/previewd/internal/testutil"
+	"github.com/previewd/previewd/store"
+)
+
+// startCluster starts a three-node Redis Cluster on loopback from the
+// machine's redis-server and returns its previewd URL.
+func startCluster(t *testing.T) string {
+	t.Helper()
+	server, err1 := exec.LookPath("redis-server")
+	cli, err2 := exec.LookPath("redis-cli")
+	if err1 != nil || err2 != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true and no redis-server/redis-cli to start a Redis Cluster")
+		}
+		t.Skip("no redis-server to start a Redis Cluster")
+	}
+	dir := t.TempDir()
+	var addrs []string
+	for len(addrs) < 3 {
+		// A node needs its port and port+10000 (the cluster bus) free.
+		port := 20000 + rand.IntN(10000)
+		if !portFree(port) || !portFree(port+10000) {
+			continue
+		}
+		cmd := exec.Command(server, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)), "--dir", dir,
+			"--save", "", "--appendonly", "no", "--protected-mode", "no")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+		})
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
+	}
+	for _, a := range addrs {
+		testutil.Eventually(t, 10*time.Second, "node "+a, func() bool {
+			c := redis.NewClient(&redis.Options{Addr: a})
+			defer c.Close()
+			return c.Ping(context.Background()).Err() == nil
+		})
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	url := "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
+	opts, _ := redis.ParseClusterURL(url)
+	c := redis.NewClusterClient(opts)
+	defer c.Close()
+	testutil.Eventually(t, 20*time.Second, "the cluster to be ok", func() bool {
+		info, err := c.ClusterInfo(context.Background()).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	})
+	return url
+}
+
+func portFree(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// TestOnRedisCluster runs previewd on a real three-node Redis Cluster:
+// jobs through faults to done, signed webhooks, endpoints, listings,
+// cancel and metrics, all of which would fail with CROSSSLOT if a script
+// or transaction touched keys of more than one slot.
+func TestOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	url := startCluster(t)
+	sim, simURL := testutil.NewSim(t, csmsim.Options{})
+	rcv := testutil.NewReceiver(t)
+	r := &testutil.Redis{URL: url, Namespace: "cluster"}
+	c := newCLI(t, r, simURL)
+	c.env["PREVIEWD_REDIS_CLUSTER"] = "true"
+	const apiToken = "cluster-token-1"
+	c.env["PREVIEWD_API_TOKENS"] = apiToken
+	c.env["PREVIEWD_DRAIN_DELAY"] = "0s"
+	addr := freeAddr(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--http", addr, "--worker"}, &log, &log, func(k string) string { return c.env[k] })
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d:\n%s", code, log.String())
+		}
+	}()
+	base := "http://" + addr
+	testutil.Eventually(t, 15*time.Second, "the server to be ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	call := func(method, path string, body any) (int, []byte) {
+		var rd io.Reader
+		if body != nil {
+			raw, _ := json.Marshal(body)
+			rd = bytes.NewReader(raw)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+
+	if status, body := call("POST", "/v1/endpoints", map[string]any{"url": rcv.URL}); status != 201 {
+		t.Fatalf("create endpoint: %d %s", status, body)
+	}
+	faults := [][]csmsim.Fault{
+		nil,
+		{{Endpoint: csmsim.EndpointPreview, Kind: csmsim.Fault429, RetryAfter: time.Second}},
+		{{Endpoint: csmsim.EndpointPreview, Kind: csmsim.FaultAcceptThen502}},
+	}
+	var ids []string
+	for i, f := range faults {
+		code := fmt.Sprintf("SESSION_CLUSTER_%d", i)
+		sim.AddSession(code, csmsim.SessionConfig{GenerationTime: time.Second, Faults: f})
+		status, body := call("POST", "/v1/previews", map[string]any{"session_code": code, "webhook_url": rcv.URL})
+		if status != 201 {
+			t.Fatalf("create: %d %s", status, body)
+		}
+		var j store.Job
+		_ = json.Unmarshal(body, &j)
+		ids = append(ids, j.ID)
+	}
+	stuck := "SESSION_CLUSTER_STUCK"
+	sim.AddSession(stuck, csmsim.SessionConfig{Stuck: true})
+	_, body := call("POST", "/v1/previews", map[string]any{"session_code": stuck})
+	var stuckJob store.Job
+	_ = json.Unmarshal(body, &stuckJob)
+
+	for i, id := range ids {
+		testutil.Eventually(t, 30*time.Second, "job "+id+" done", func() bool {
+			_, body := call("GET", "/v1/previews/"+id, nil)
+			var j store.Job
+			_ = json.Unmarshal(body, &j)
+			return j.Status == store.StatusDone
+		})
+		if n := sim.AcceptedPreviews(fmt.Sprintf("SESSION_CLUSTER_%d", i)); n != 1 {
+			t.Errorf("session %d: %d accepted POSTs", i, n)
+		}
+	}
+	if status, body := call("POST", "/v1/previews/"+stuckJob.ID+"/cancel", nil); status != 200 {
+		t.Fatalf("cancel: %d %s", status, body)
+	}
+	// Each done job's final webhook reaches both destinations (its URL and the endpoint).
+	testutil.Eventually(t, 15*time.Second, "final webhooks at both destinations", func() bool {
+		n := 0
+		for _, d := range rcv.Deliveries() {
+			if bytes.Contains(d.Body, []byte(`"type":"preview.done"`)) {
+				n++
+			}
+		}
+		return n == 2*len(ids)
+	})
+	status, body := call("GET", "/v1/previews?status=done", nil)
+	var list struct{ Items []store.Job }
+	_ = json.Unmarshal(body, &list)
+	if status != 200 || len(list.Items) != len(ids) {
+		t.Fatalf("list done: %d, %d items", status, len(list.Items))
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape := parseMetrics(t, resp.Body)
+	resp.Body.Close()
+	if scrape[`previewd_jobs_finished_total{status="done"}`] != float64(len(ids)) || scrape[`previewd_jobs_finished_total{status="canceled"}`] != 1 {
+		t.Errorf("cluster-wide counters: done %v, canceled %v", scrape[`previewd_jobs_finished_total{status="done"}`], scrape[`previewd_jobs_finished_total{status="canceled"}`])
+	}
+	if strings.Contains(log.String(), "CROSSSLOT") {
+		t.Fatalf("a command touched keys of several slots:\n%s", log.String())
+	}
+}
