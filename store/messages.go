@@ -139,6 +139,10 @@ func (s *Store) CreateMessage(ctx context.Context, jobID string, m Message) erro
 
 func (s *Store) eventJobKey(eventID string) string { return s.ns + ":event:" + eventID }
 
+// EventLookupKey is the key that maps an event to its job (outside the
+// job's hash tag, as it is found by event id alone).
+func (s *Store) EventLookupKey(eventID string) string { return s.eventJobKey(eventID) }
+
 // JobOfMessage returns the id of the job a message belongs to.
 func (s *Store) JobOfMessage(ctx context.Context, msgID string) (string, error) {
 	eventID, _, ok := SplitMessageID(msgID)
