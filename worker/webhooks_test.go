@@ -315,3 +315,36 @@ func TestSlowReceiverDoesNotDelayOthers(t *testing.T) {
 		t.Fatal("the hanging receiver was never tried: the test proves nothing")
 	}
 }
+
+// TestReplayByEndpoint: the failed messages to one endpoint since a time
+// are re-sent, and only those.
+func TestReplayByEndpoint(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts.Webhooks.Schedule = []time.Duration{time.Second}
+	down := testutil.NewReceiver(t)
+	down.SetStatus(http.StatusBadGateway)
+	ep, _ := h.addEndpoint(down.URL, string(store.EventAccepted))
+	h.start()
+	ctx := context.Background()
+	job := h.request("SESSION_EP_REPLAY_"+testutil.RandomHex(4), csmsim.SessionConfig{Stuck: true})
+	testutil.Eventually(t, 15*time.Second, "the endpoint's message to be given up", func() bool {
+		msgs, _ := h.store.Messages(ctx, job.ID)
+		for _, m := range msgs {
+			if m.Destination == ep.ID {
+				return m.Status == store.MessageFailed
+			}
+		}
+		return false
+	})
+	before := len(down.Deliveries())
+	down.SetStatus(http.StatusOK)
+	if got, err := h.producer.ReplayMany(ctx, tasks.ReplaySelection{EndpointID: ep.ID, Since: time.Now().Add(time.Hour)}); err != nil || len(got) != 0 {
+		t.Fatalf("replay since the future: %d messages, %v", len(got), err)
+	}
+	replayed, err := h.producer.ReplayMany(ctx, tasks.ReplaySelection{EndpointID: ep.ID, Since: time.Now().Add(-time.Hour)})
+	if err != nil || len(replayed) != 1 || replayed[0].Destination != ep.ID {
+		t.Fatalf("replay by endpoint: %+v, %v", replayed, err)
+	}
+	down.WaitFor(t, 10*time.Second, "the replay", func(ds []testutil.Delivery) bool { return len(ds) == before+1 })
+}
