@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -104,45 +103,14 @@ func TestOnRedisCluster(t *testing.T) {
 	c.env["PREVIEWD_DRAIN_DELAY"] = "0s"
 	addr := freeAddr(t)
 
-	ctx, cancel := context.WithCancel(context.Background())
 	var log syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--http", addr, "--worker"}, &log, &log, func(k string) string { return c.env[k] })
-	}()
+	call, stop := startServe(t, c, addr, apiToken, &log)
 	defer func() {
-		cancel()
-		if code := <-done; code != 0 {
+		if code := stop(); code != 0 {
 			t.Errorf("serve exited %d:\n%s", code, log.String())
 		}
 	}()
 	base := "http://" + addr
-	testutil.Eventually(t, 15*time.Second, "the server to be ready", func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	call := func(method, path string, body any) (int, []byte) {
-		var rd io.Reader
-		if body != nil {
-			raw, _ := json.Marshal(body)
-			rd = bytes.NewReader(raw)
-		}
-		req, _ := http.NewRequest(method, base+path, rd)
-		req.Header.Set("Authorization", "Bearer "+apiToken)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, out
-	}
-
 	if status, body := call("POST", "/v1/endpoints", map[string]any{"url": rcv.URL}); status != 201 {
 		t.Fatalf("create endpoint: %d %s", status, body)
 	}

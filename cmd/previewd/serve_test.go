@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,61 @@ func TestServeRefusesAnOpenNetworkListener(t *testing.T) {
 			t.Errorf("serve --http %s without tokens: exit %d, %q", addr, code, errOut)
 		}
 	}
+}
+
+// startServe runs `previewd serve --http addr --worker` in-process until
+// the test ends (or stop is called) and waits until it is ready. It
+// returns an authenticated caller of its API and a stop function that
+// returns the exit code.
+func startServe(t *testing.T, c cli, addr, token string, log *syncBuffer) (call func(method, path string, body any) (int, []byte), stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--http", addr, "--worker"}, log, log, func(k string) string { return c.env[k] })
+	}()
+	var once sync.Once
+	code := 0
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("serve did not stop")
+				code = -1
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	base := "http://" + addr
+	testutil.Eventually(t, 15*time.Second, "the server to be ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	call = func(method, path string, body any) (int, []byte) {
+		var rd io.Reader
+		if body != nil {
+			raw, _ := json.Marshal(body)
+			rd = bytes.NewReader(raw)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	return call, stop
 }
 
 func freeAddr(t *testing.T) string {
@@ -56,39 +112,9 @@ func TestServeWithWorker(t *testing.T) {
 	c.env["PREVIEWD_DRAIN_DELAY"] = "1s"
 	c.env["PREVIEWD_LOG_LEVEL"] = "info"
 
-	ctx, cancel := context.WithCancel(context.Background())
 	var log syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--http", addr, "--worker"}, &log, &log, func(k string) string { return c.env[k] })
-	}()
+	call, stop := startServe(t, c, addr, apiToken, &log)
 	base := "http://" + addr
-	testutil.Eventually(t, 10*time.Second, "the server to listen", func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-
-	call := func(method, path string, body any) (int, []byte) {
-		var rd io.Reader
-		if body != nil {
-			raw, _ := json.Marshal(body)
-			rd = bytes.NewReader(raw)
-		}
-		req, _ := http.NewRequest(method, base+path, rd)
-		req.Header.Set("Authorization", "Bearer "+apiToken)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, out
-	}
 	const jobs = 4
 	var ids []string
 	var responses []string
@@ -165,7 +191,8 @@ func TestServeWithWorker(t *testing.T) {
 		}
 	}
 
-	cancel()
+	exit := make(chan int, 1)
+	go func() { exit <- stop() }()
 	testutil.Eventually(t, 5*time.Second, "/readyz to report draining", func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
@@ -174,13 +201,8 @@ func TestServeWithWorker(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("serve exited %d:\n%s", code, log.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not stop")
+	if code := <-exit; code != 0 {
+		t.Fatalf("serve exited %d:\n%s", code, log.String())
 	}
 }
 
