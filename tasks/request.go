@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/previewd/previewd/csm"
 )
 
 // PreviewRequest is what a backend asks for: the preview mesh of one CSM
@@ -64,8 +66,7 @@ func (e *ValidationError) Error() string {
 }
 
 var (
-	sessionCodePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	eventIDPattern     = regexp.MustCompile(`^evt_[0-9a-f]{32}$`)
+	eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{32}$`)
 )
 
 const (
@@ -84,7 +85,7 @@ func (r PreviewRequest) Validate() error {
 	switch {
 	case r.SessionCode == "":
 		add("session_code", "is required")
-	case !sessionCodePattern.MatchString(r.SessionCode):
+	case !csm.ValidSessionCode(r.SessionCode):
 		add("session_code", "must be 1-128 letters, digits, '_' or '-'")
 	}
 	if r.SelectedSpinIndex < 0 || r.SelectedSpinIndex > 3 {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/previewd/previewd/csm"
 	"github.com/previewd/previewd/store"
 )
 
@@ -165,7 +166,7 @@ func checkJobID(id string) error {
 }
 
 func checkSessionCode(code string) error {
-	if !sessionCodePattern.MatchString(code) {
+	if !csm.ValidSessionCode(code) {
 		return fieldErr("session_code", "must be 1-128 letters, digits, '_' or '-'")
 	}
 	return nil
