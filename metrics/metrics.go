@@ -104,9 +104,8 @@ func New(src Sources) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"route"}),
 	}
-	reg.MustRegister(m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests, m.upstreamLatency,
-		m.upstreamLimited, m.upstreamAuth, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.own()...)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if src.Inspector != nil || src.Store != nil {
 		if src.Logger == nil {
 			src.Logger = zap.NewNop()
@@ -116,6 +115,12 @@ func New(src Sources) *Metrics {
 	return m
 }
 
+// own returns previewd's own process-local collectors.
+func (m *Metrics) own() []prometheus.Collector {
+	return []prometheus.Collector{m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests, m.upstreamLatency,
+		m.upstreamLimited, m.upstreamAuth, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency}
+}
+
 // Names lists the names of every metric previewd exports (histograms
 // without their _bucket, _sum and _count suffixes), for checking that
 // dashboards and alert rules refer to real metrics.
@@ -123,9 +128,7 @@ func Names() []string {
 	m := New(Sources{})
 	ch := make(chan *prometheus.Desc, 64)
 	go func() {
-		for _, c := range []prometheus.Collector{m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests,
-			m.upstreamLatency, m.upstreamLimited, m.upstreamAuth, m.webhookAttempts, m.webhookLatency, m.httpRequests,
-			m.httpLatency, &stateCollector{}} {
+		for _, c := range append(m.own(), &stateCollector{}) {
 			c.Describe(ch)
 		}
 		close(ch)

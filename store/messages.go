@@ -77,13 +77,19 @@ func (s *Store) Message(ctx context.Context, jobID, msgID string) (Message, erro
 // SaveMessage writes a delivery record. One delivery task owns each message,
 // so records are written by one writer at a time.
 func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error {
+	return s.writeMessage(ctx, recordMessageScript, "save", jobID, m)
+}
+
+// writeMessage runs a script that writes a message record beside its job,
+// expiring with it.
+func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobID string, m Message) error {
 	raw, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
 	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
-	if err := recordMessageScript.Run(ctx, s.rdb, keys, m.ID, raw, s.retention.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err)
+	if err := script.Run(ctx, s.rdb, keys, m.ID, raw, s.retention.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("%s message %s of job %s: %w", op, m.ID, jobID, err)
 	}
 	return nil
 }
@@ -123,13 +129,8 @@ func SplitMessageID(msgID string) (eventID, destination string, ok bool) {
 // (fan-out may run more than once), and remembers which job the event
 // belongs to so that a message can be found by its id alone.
 func (s *Store) CreateMessage(ctx context.Context, jobID string, m Message) error {
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode message %s: %w", m.ID, err)
-	}
-	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
-	if err := createMessageScript.Run(ctx, s.rdb, keys, m.ID, raw, s.retention.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("create message %s of job %s: %w", m.ID, jobID, err)
+	if err := s.writeMessage(ctx, createMessageScript, "create", jobID, m); err != nil {
+		return err
 	}
 	if err := s.rdb.Set(ctx, s.eventJobKey(m.EventID), jobID, s.retention+24*time.Hour).Err(); err != nil {
 		return fmt.Errorf("index event %s: %w", m.EventID, err)
