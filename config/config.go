@@ -26,6 +26,17 @@ type Config struct {
 	// RedisCluster, a seed node URL whose ?addr= parameters list more nodes.
 	RedisURL     RedisURL
 	RedisCluster bool
+	// RedisSentinels, when set, are the Sentinel addresses (host:port) that
+	// tell where the primary named RedisMaster is; RedisURL then gives only
+	// the credentials, TLS and DB (its host is not dialled).
+	RedisSentinels []string
+	RedisMaster    string
+	// RedisMinReplicas is how many replicas must acknowledge a preview's
+	// intent (WAIT, bounded by RedisReplicaTimeout) before the billed POST,
+	// so that a failover cannot lose it and bill the job twice; 0 does not
+	// wait.
+	RedisMinReplicas    int
+	RedisReplicaTimeout time.Duration
 	// Namespace prefixes every Redis key previewd writes and the names of its
 	// asynq queues, so that several deployments (or tests) can share a Redis.
 	Namespace string
@@ -102,6 +113,14 @@ var settings = []setting{
 		get:   func(c Config) string { return c.RedisURL.String() }},
 	boolSetting("redis-cluster", "false", "treat the Redis URL as a Redis Cluster seed (more nodes with ?addr=host:port)",
 		func(c *Config) *bool { return &c.RedisCluster }),
+	listSetting("redis-sentinels", "", "comma-separated Redis Sentinel addresses (host:port); the URL then gives only credentials, TLS and DB",
+		func(c *Config) *[]string { return &c.RedisSentinels }),
+	stringSetting("redis-master", "", "name of the primary the sentinels monitor; required with the sentinels",
+		func(c *Config) *string { return &c.RedisMaster }),
+	intSetting("redis-min-replicas", "0", "replicas that must acknowledge a preview's intent (WAIT) before the billed POST (0 = do not wait)",
+		func(c *Config) *int { return &c.RedisMinReplicas }),
+	durationSetting("redis-replica-timeout", "500ms", "how long to wait for those acknowledgements; without them the POST is not sent and the request retried",
+		func(c *Config) *time.Duration { return &c.RedisReplicaTimeout }),
 	stringSetting("namespace", "previewd", "prefix of previewd's Redis keys and asynq queue names",
 		func(c *Config) *string { return &c.Namespace }),
 	stringSetting("csm-base-url", "https://api.csm.ai", "CSM API base URL",
@@ -262,7 +281,7 @@ var namespacePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 func (c Config) validate() []error {
 	var errs []error
 	bad := func(flagName, format string, args ...any) {
-		errs = append(errs, &Error{Env: lookup(flagName).env(), Flag: flagName, Reason: fmt.Sprintf(format, args...)})
+		errs = append(errs, invalid(flagName, format, args...))
 	}
 	if c.RedisCluster {
 		if _, err := redis.ParseClusterURL(c.RedisURL.Reveal()); err != nil {
@@ -271,6 +290,7 @@ func (c Config) validate() []error {
 	} else if _, err := redis.ParseURL(c.RedisURL.Reveal()); err != nil {
 		bad("redis-url", "not a Redis URL: %s", c.RedisURL.scrub(err))
 	}
+	errs = append(errs, c.validateSentinel()...)
 	if !namespacePattern.MatchString(c.Namespace) {
 		bad("namespace", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
 	}
@@ -393,6 +413,11 @@ func EnvNames() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// invalid returns the error of the setting flagName.
+func invalid(flagName, format string, args ...any) *Error {
+	return &Error{Env: lookup(flagName).env(), Flag: flagName, Reason: fmt.Sprintf(format, args...)}
 }
 
 func lookup(flagName string) setting {

@@ -70,7 +70,7 @@ func durationListSetting(name, def, usage string, field func(*Config) *[]time.Du
 	return setting{flag: name, def: def, usage: usage,
 		apply: func(c *Config, v string) error {
 			var out []time.Duration
-			for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+			for _, part := range splitList(v) {
 				d, err := time.ParseDuration(part)
 				if err != nil {
 					return fmt.Errorf("not a list of durations (like 5s,5m,2h): %q", part)
@@ -87,5 +87,18 @@ func durationListSetting(name, def, usage string, field func(*Config) *[]time.Du
 			}
 			return strings.Join(parts, ",")
 		},
+	}
+}
+
+// splitList splits a list setting at commas and spaces, dropping empty
+// entries.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+func listSetting(name, def, usage string, field func(*Config) *[]string) setting {
+	return setting{flag: name, def: def, usage: usage,
+		apply: func(c *Config, v string) error { *field(c) = splitList(v); return nil },
+		get:   func(c Config) string { return strings.Join(*field(&c), ",") },
 	}
 }
