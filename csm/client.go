@@ -33,9 +33,11 @@ type Options struct {
 	// Timeout bounds one call, reading the response included. Default 30s.
 	Timeout time.Duration
 	// Transport is the HTTP transport; default a dedicated clone of
-	// http.DefaultTransport.
+	// http.DefaultTransport. It must never re-send a request by itself
+	// (no retrying RoundTripper): the preview POST is billed.
 	Transport http.RoundTripper
-	// Limiter, when set, is waited on before every call.
+	// Limiter, when set, paces calls: GetSession waits on it, and callers
+	// of RequestPreview take their turn with AwaitTurn first.
 	Limiter   Limiter
 	UserAgent string
 	Now       func() time.Time
@@ -109,7 +111,7 @@ func (c *Client) GetSession(ctx context.Context, code string) (*Session, error) 
 	if !ValidSessionCode(code) {
 		return nil, &Error{Op: op, Kind: KindBadRequest, Message: "invalid session code"}
 	}
-	body, err := c.do(ctx, op, http.MethodGet, "/image-to-3d-sessions/"+url.PathEscape(code), nil)
+	body, err := c.do(ctx, call{op: op, method: http.MethodGet, path: "/image-to-3d-sessions/" + url.PathEscape(code), awaitTurn: true})
 	if err != nil {
 		return nil, err
 	}
@@ -128,9 +130,45 @@ type PreviewParams struct {
 	PivotPoint        []float64 `json:"pivot_point,omitempty"`
 }
 
+// AwaitTurn waits until the shared rate limiter (Options.Limiter) allows one
+// call to CSM, for at most Options.Timeout; without a limiter it returns nil
+// at once. Its error is a retryable *Error of KindTransport that is never
+// MaybeAccepted: nothing was sent.
+//
+// RequestPreview does not wait on the limiter: a caller takes its turn here
+// first, then records its intent to POST, then calls RequestPreview at once,
+// so that no wait of the limiter sits between the recorded intent and the
+// request being written.
+func (c *Client) AwaitTurn(ctx context.Context) error {
+	if c.limiter == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.awaitTurn(ctx, "await turn")
+}
+
+func (c *Client) awaitTurn(ctx context.Context, op string) error {
+	if c.limiter == nil {
+		return nil
+	}
+	if err := c.limiter.Wait(ctx); err != nil {
+		return &Error{Op: op, Kind: KindTransport, Retryable: true, Err: fmt.Errorf("rate limiter: %w", err)}
+	}
+	return nil
+}
+
 // RequestPreview starts the preview mesh of a session. Each accepted call
 // starts (and bills) a generation: callers must never repeat a call whose
 // error has MaybeAccepted set.
+//
+// It does not wait on the rate limiter: callers take their turn with
+// AwaitTurn first, before recording their intent to POST, and then call
+// RequestPreview at once. From here to the request being written there is
+// no wait of ours, only the transport's own: reusing a pooled connection, or
+// else dialling one (DNS, TCP connect, TLS handshake, a proxy's CONNECT).
+//
+// The POST is sent exactly once: no transport may replay it (see do).
 func (c *Client) RequestPreview(ctx context.Context, code string, p PreviewParams) (*PreviewJob, error) {
 	const op = "request preview"
 	if !ValidSessionCode(code) {
@@ -140,7 +178,7 @@ func (c *Client) RequestPreview(ctx context.Context, code string, p PreviewParam
 	if err != nil {
 		return nil, &Error{Op: op, Kind: KindBadRequest, Err: err}
 	}
-	body, err := c.do(ctx, op, http.MethodPost, "/image-to-3d-sessions/get-3d/preview/"+url.PathEscape(code), payload)
+	body, err := c.do(ctx, call{op: op, method: http.MethodPost, path: "/image-to-3d-sessions/get-3d/preview/" + url.PathEscape(code), payload: payload})
 	if err != nil {
 		return nil, err
 	}
@@ -152,19 +190,60 @@ func (c *Client) RequestPreview(ctx context.Context, code string, p PreviewParam
 	return job, nil
 }
 
+// call is one request do sends.
+type call struct {
+	op, method, path string
+	// payload, when set, is a JSON body, and the request is never replayed.
+	payload []byte
+	// awaitTurn makes do wait on the limiter first, within the call's
+	// timeout.
+	awaitTurn bool
+}
+
+// unreplayableBody hides the reader's type from net/http, so that
+// http.NewRequest gives the request no GetBody.
+type unreplayableBody struct{ io.Reader }
+
 // do performs one call and returns the body of a successful response. It
 // classifies every failure into an *Error.
-func (c *Client) do(ctx context.Context, op, method, path string, payload []byte) ([]byte, error) {
+func (c *Client) do(ctx context.Context, cl call) ([]byte, error) {
+	op := cl.op
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	if c.limiter != nil {
-		if err := c.limiter.Wait(ctx); err != nil {
-			return nil, &Error{Op: op, Kind: KindTransport, Retryable: true, Err: fmt.Errorf("rate limiter: %w", err)}
+	if cl.awaitTurn {
+		if err := c.awaitTurn(ctx, op); err != nil {
+			return nil, err
 		}
 	}
+	// A request with a body (the billed POST) must reach CSM at most once,
+	// whatever the connection does. Go's transports re-send a request by
+	// themselves in two places, and neither may fire here:
+	//   - HTTP/2 (net/http's bundled http2 and x/net/http2,
+	//     shouldRetryRequest and canRetryError): on REFUSED_STREAM, on a
+	//     GOAWAY, and in net/http's copy on RST_STREAM(PROTOCOL_ERROR) from
+	//     the peer, the request is replayed whatever its method, after the
+	//     body was written too, as long as Request.GetBody can rewind the
+	//     body. A proxy in front of
+	//     CSM that resets the stream after forwarding the POST would then
+	//     get, and CSM bill, a second one. Without GetBody the transport
+	//     replays only a request whose body it has not started to read,
+	//     i.e. one not sent at all.
+	//   - HTTP/1 (Transport.roundTrip, persistConn.shouldRetryRequest): a
+	//     request is replayed after a failure on a reused connection when
+	//     nothing was written and its body can be rewound (GetBody), or when
+	//     it is replayable (Request.isReplayable: GET, HEAD, OPTIONS, TRACE,
+	//     or an Idempotency-Key / X-Idempotency-Key header), which also
+	//     requires GetBody for a request with a body.
+	// http.NewRequest sets GetBody for a *bytes.Reader, *bytes.Buffer or
+	// *strings.Reader body, so the body goes in wrapped, with its length set
+	// by hand, and GetBody stays nil: no transport can rewind, hence none can
+	// replay, the POST; a failure after it was written comes back to the
+	// caller with MaybeAccepted set. We never send an Idempotency-Key header
+	// (CSM documents none, and it would mark the request idempotent). The
+	// GET carries no body and may be replayed: reading a session is safe.
 	var reqBody io.Reader
-	if payload != nil {
-		reqBody = bytes.NewReader(payload)
+	if cl.payload != nil {
+		reqBody = unreplayableBody{bytes.NewReader(cl.payload)}
 	}
 	// Whether the request was written in full decides, on a failure, whether
 	// CSM may have acted on it.
@@ -174,14 +253,16 @@ func (c *Client) do(ctx context.Context, op, method, path string, payload []byte
 			written.Store(true)
 		}
 	}}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, c.base+path, reqBody)
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), cl.method, c.base+cl.path, reqBody)
 	if err != nil {
 		return nil, &Error{Op: op, Kind: KindBadRequest, Err: err}
 	}
 	req.Header.Set("x-api-key", c.apiKey)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.ua)
-	if payload != nil {
+	if cl.payload != nil {
+		req.ContentLength = int64(len(cl.payload))
+		req.GetBody = nil // nil already (the body is wrapped); kept nil on purpose, see above
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
@@ -213,6 +294,11 @@ func (c *Client) do(ctx context.Context, op, method, path string, payload []byte
 			status = resp.StatusCode
 		}
 		classifyStatus(e, status)
+		if status == http.StatusRequestTimeout {
+			// The application answered, so it had the whole request: its
+			// 408 is a timeout of its own work, which may have started.
+			e.MaybeAccepted = true
+		}
 		return nil, e
 	}
 	return body, nil

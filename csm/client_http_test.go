@@ -175,41 +175,109 @@ func (l *stubLimiter) Wait(context.Context) error {
 	return l.err
 }
 
-func TestLimiterIsWaitedOn(t *testing.T) {
+// TestGetSessionWaitsOnLimiter: a read takes its turn inside the call.
+func TestGetSessionWaitsOnLimiter(t *testing.T) {
+	refused := errors.New("limiter says no")
+	tests := []struct {
+		name     string
+		err      error
+		wantSent int
+	}{
+		{name: "allowed", wantSent: 1},
+		{name: "refused", err: refused, wantSent: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec, base := newStubServer(t, replyWith(200, nil, previewJobBody))
+			lim := &stubLimiter{err: tt.err}
+			_, err := newClient(t, base, func(o *csm.Options) { o.Limiter = lim }).GetSession(t.Context(), legacyCode)
+			if n := lim.calls.Load(); n != 1 {
+				t.Errorf("limiter waited on %d times, want 1", n)
+			}
+			if n := len(rec.Requests()); n != tt.wantSent {
+				t.Errorf("%d requests sent, want %d", n, tt.wantSent)
+			}
+			if tt.err == nil {
+				if err != nil {
+					t.Errorf("err = %v, want nil", err)
+				}
+				return
+			}
+			checkError(t, err, "get session", wantError{Kind: csm.KindTransport, Retryable: true})
+			if !errors.Is(err, refused) {
+				t.Errorf("err = %v, want it to wrap the limiter's error", err)
+			}
+		})
+	}
+}
+
+// TestRequestPreviewDoesNotWaitOnLimiter: the billed POST is written as
+// soon as it is called, even when the limiter would refuse: the caller took
+// its turn with AwaitTurn before recording its intent, and no wait may sit
+// between that intent and the write.
+func TestRequestPreviewDoesNotWaitOnLimiter(t *testing.T) {
+	rec, base := newStubServer(t, replyWith(200, nil, previewJobBody))
+	lim := &stubLimiter{err: errors.New("limiter says no")}
+	c := newClient(t, base, func(o *csm.Options) { o.Limiter = lim })
+	if _, err := c.RequestPreview(t.Context(), legacyCode, turboParams(legacyCode, 0)); err != nil {
+		t.Fatalf("RequestPreview: %v", err)
+	}
+	if n := lim.calls.Load(); n != 0 {
+		t.Errorf("RequestPreview waited on the limiter %d times, want 0", n)
+	}
+	if n := len(rec.Requests()); n != 1 {
+		t.Errorf("%d requests sent, want 1", n)
+	}
+}
+
+// TestAwaitTurn: AwaitTurn waits on the limiter and sends nothing.
+func TestAwaitTurn(t *testing.T) {
 	refused := errors.New("limiter says no")
 	tests := []struct {
 		name      string
-		err       error
-		wantSent  int
-		wantError bool
+		limiter   *stubLimiter // nil: no limiter configured
+		canceled  bool
+		wantErr   error
+		wantCalls int32
 	}{
-		{name: "allowed", wantSent: 1},
-		{name: "refused", err: refused, wantSent: 0, wantError: true},
+		{name: "no limiter"},
+		{name: "no limiter, canceled context", canceled: true},
+		{name: "allowed", limiter: &stubLimiter{}, wantCalls: 1},
+		{name: "refused", limiter: &stubLimiter{err: refused}, wantErr: refused, wantCalls: 1},
 	}
 	for _, tt := range tests {
-		for _, fn := range bothCalls {
-			t.Run(tt.name+"/"+fn.name, func(t *testing.T) {
-				rec, base := newStubServer(t, replyWith(200, nil, previewJobBody))
-				lim := &stubLimiter{err: tt.err}
-				err := fn.call(t.Context(), newClient(t, base, func(o *csm.Options) { o.Limiter = lim }))
-				if n := lim.calls.Load(); n != 1 {
-					t.Errorf("limiter waited on %d times, want 1", n)
-				}
-				if n := len(rec.Requests()); n != tt.wantSent {
-					t.Errorf("%d requests sent, want %d", n, tt.wantSent)
-				}
-				if !tt.wantError {
-					if err != nil {
-						t.Errorf("err = %v, want nil", err)
-					}
-					return
-				}
-				checkError(t, err, fn.op, wantError{Kind: csm.KindTransport, Retryable: true})
-				if !errors.Is(err, refused) {
-					t.Errorf("err = %v, want it to wrap the limiter's error", err)
+		t.Run(tt.name, func(t *testing.T) {
+			rec, base := newStubServer(t, replyWith(200, nil, previewJobBody))
+			c := newClient(t, base, func(o *csm.Options) {
+				if tt.limiter != nil {
+					o.Limiter = tt.limiter
 				}
 			})
-		}
+			ctx, cancel := context.WithCancel(t.Context())
+			t.Cleanup(cancel)
+			if tt.canceled {
+				cancel()
+			}
+			err := c.AwaitTurn(ctx)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Errorf("AwaitTurn = %v, want nil", err)
+				}
+			} else {
+				checkError(t, err, "await turn", wantError{Kind: csm.KindTransport, Retryable: true})
+				if !errors.Is(err, tt.wantErr) {
+					t.Errorf("err = %v, want it to wrap %v", err, tt.wantErr)
+				}
+			}
+			if tt.limiter != nil {
+				if n := tt.limiter.calls.Load(); n != tt.wantCalls {
+					t.Errorf("limiter waited on %d times, want %d", n, tt.wantCalls)
+				}
+			}
+			if n := len(rec.Requests()); n != 0 {
+				t.Errorf("%d requests sent, want 0", n)
+			}
+		})
 	}
 }
 
@@ -275,6 +343,18 @@ func TestEnvelopeAndStatusShapes(t *testing.T) {
 			name: "200 with statusCode 400 worded as a rate limit", status: 200,
 			body: `{"error":"","message":"Too many requests","statusCode":400}`,
 			want: wantError{Kind: csm.KindRateLimited, StatusCode: 400, Retryable: true},
+		},
+		{
+			name: "408 HTML page from a proxy", status: 408, header: map[string]string{"Content-Type": "text/html", "Connection": "close"},
+			body: "<html><head><title>408 Request Time-out</title></head><body><h1>408 Request Time-out</h1></body></html>",
+			want: wantError{Kind: csm.KindTimeout, StatusCode: 408, Retryable: true}, wantMessage: "408 Request Time-out",
+		},
+		{
+			// The application itself answered: it had the request, so its
+			// timeout may be of work already started.
+			name: "200 with envelope statusCode 408", status: 200,
+			body: `{"error":"Request Timeout","message":"generation timed out","statusCode":408}`,
+			want: wantError{Kind: csm.KindTimeout, StatusCode: 408, Retryable: true, MaybeAccepted: true}, wantMessage: "generation timed out",
 		},
 		{
 			name: "418", status: 418, body: `{"message":"teapot"}`,

@@ -34,6 +34,9 @@ func TestClientFaults(t *testing.T) {
 		{name: "401", kind: csmsim.Fault401, want: wantError{Kind: csm.KindAuth, StatusCode: 401}},
 		{name: "403", kind: csmsim.Fault403, want: wantError{Kind: csm.KindAuth, StatusCode: 403}},
 		{name: "404", kind: csmsim.Fault404, want: wantError{Kind: csm.KindNotFound, StatusCode: 404}},
+		// A 408 says the request did not arrive in full: not started, so
+		// retryable, and the POST may be sent again.
+		{name: "408", kind: csmsim.Fault408, want: wantError{Kind: csm.KindTimeout, StatusCode: 408, Retryable: true}},
 		{name: "429", kind: csmsim.Fault429, want: wantError{Kind: csm.KindRateLimited, StatusCode: 429, Retryable: true}},
 		{
 			name: "429 with Retry-After", kind: csmsim.Fault429, retryAfter: 1500 * time.Millisecond, // sent rounded up: "2"

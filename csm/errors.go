@@ -12,6 +12,7 @@ type Kind string
 // Kinds of failure.
 const (
 	KindTransport   Kind = "transport"    // no usable HTTP response: dial, TLS, timeout, reset
+	KindTimeout     Kind = "timeout"      // 408: CSM or a proxy did not receive the whole request in time
 	KindRateLimited Kind = "rate_limited" // 429, or a 400 worded as a rate limit
 	KindAuth        Kind = "auth"         // 401/403: the API key is missing, wrong or revoked
 	KindNotFound    Kind = "not_found"    // 404: no such session
@@ -82,6 +83,16 @@ func classifyStatus(e *Error, status int) {
 		e.Kind, e.Retryable = KindRateLimited, true
 	case status == 400 && isRateLimitMessage(e.Message):
 		e.Kind, e.Retryable = KindRateLimited, true
+	case status == 408:
+		// RFC 9110 §15.5.9: the server "did not receive a complete request
+		// message within the time that it was prepared to wait". A proxy
+		// that has not received the whole request has not forwarded it (a
+		// proxy whose upstream is slow answers 504), and an origin cannot
+		// act on a body it never got: the preview was not started, so the
+		// POST may be sent again. CSM's own scripts retry it as a timeout.
+		// (A 408 inside a 200 envelope came from the application, which had
+		// the request: do treats that one as maybe accepted.)
+		e.Kind, e.Retryable = KindTimeout, true
 	case status == 401 || status == 403:
 		e.Kind = KindAuth
 	case status == 404:

@@ -28,6 +28,13 @@ func NewRedisLimiter(rdb redis.UniversalClient, key string, perSecond, burst int
 }
 
 // Wait blocks until a call is allowed or ctx is done.
+//
+// Each Allow runs redis_rate's GCRA script on the one bucket key. go-redis
+// re-sends a command after a network error (MaxRetries), so a script whose
+// reply was lost can run twice: the bucket then counts a call that was
+// never made. A blind re-run is safe here: a double count only
+// over-throttles (one spare turn is lost and the next caller waits a little
+// longer); it never lets more calls through than the limit.
 func (l *RedisLimiter) Wait(ctx context.Context) error {
 	for {
 		res, err := l.limiter.Allow(ctx, l.key, l.limit)

@@ -94,3 +94,40 @@ func TestClientWaitsOnRedisLimiter(t *testing.T) {
 		t.Errorf("Requests = %d, want 1: the throttled call must not be sent", n)
 	}
 }
+
+// TestAwaitTurnTakesTheRedisTurnAndRequestPreviewDoesNot: with the shared
+// bucket spent, AwaitTurn has to wait (here: past the client's Timeout,
+// which bounds it) while RequestPreview is written at once and does not
+// take a turn of its own.
+func TestAwaitTurnTakesTheRedisTurnAndRequestPreviewDoesNot(t *testing.T) {
+	r := testutil.NewRedis(t)
+	key := r.Namespace + ":ratelimit:csm"
+	sim, base := testutil.NewSim(t, csmsim.Options{})
+	sim.AddSession(legacyCode, csmsim.SessionConfig{})
+	c := newClient(t, base, func(o *csm.Options) {
+		o.Limiter = csm.NewRedisLimiter(r.Client, key, 1, 1)
+		o.Timeout = 100 * time.Millisecond // shorter than the second a spent bucket needs
+	})
+
+	if err := c.AwaitTurn(t.Context()); err != nil {
+		t.Fatalf("first AwaitTurn: %v", err)
+	}
+	if _, err := c.RequestPreview(t.Context(), legacyCode, turboParams(legacyCode, 0)); err != nil {
+		t.Fatalf("RequestPreview after its turn: %v", err)
+	}
+	err := c.AwaitTurn(t.Context())
+	checkError(t, err, "await turn", wantError{Kind: csm.KindTransport, Retryable: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second AwaitTurn = %v, want it to wrap context.DeadlineExceeded (bounded by Options.Timeout)", err)
+	}
+	// The bucket is spent, and still the POST goes out: it never waits.
+	if _, err := c.RequestPreview(t.Context(), legacyCode, turboParams(legacyCode, 0)); err != nil {
+		t.Fatalf("RequestPreview with the bucket spent: %v", err)
+	}
+	if n := sim.Requests(legacyCode, csmsim.EndpointPreview); n != 2 {
+		t.Errorf("preview requests = %d, want 2", n)
+	}
+	if n := sim.Requests(legacyCode, csmsim.EndpointGetSession); n != 0 {
+		t.Errorf("AwaitTurn sent %d requests, want 0", n)
+	}
+}

@@ -72,6 +72,10 @@ const (
 	// FaultAcceptThenReset lets the request do its work, then hijacks the
 	// connection and closes it without a response.
 	FaultAcceptThenReset
+	// Fault408 answers 408 Request Timeout and closes the connection, as a
+	// proxy does when the request did not reach it in full in time: the
+	// request is not processed (no preview is accepted).
+	Fault408
 )
 
 // String returns the constant's name without the Fault prefix.
@@ -81,6 +85,7 @@ func (k FaultKind) String() string {
 		FaultRateLimit400: "RateLimit400", Fault500: "500", Fault502: "502", Fault503: "503",
 		FaultEnvelopeError: "EnvelopeError", FaultAcceptThen502: "AcceptThen502",
 		FaultAcceptThenHang: "AcceptThenHang", FaultAcceptThenReset: "AcceptThenReset",
+		Fault408: "408",
 	}
 	if n, ok := names[k]; ok {
 		return n
@@ -117,6 +122,9 @@ func (s *Server) writeFault(w http.ResponseWriter, r *http.Request, f Fault) {
 		writeError(w, http.StatusForbidden, "api key is not allowed to access this resource")
 	case Fault404:
 		writeError(w, http.StatusNotFound, "session not found")
+	case Fault408:
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, "request timeout: the request was not received in full in time")
 	case Fault429:
 		setRetryAfter(w, f.RetryAfter)
 		writeError(w, http.StatusTooManyRequests, "Too many requests, please slow down")

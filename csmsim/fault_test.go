@@ -22,6 +22,7 @@ func TestFaultReplies(t *testing.T) {
 		{kind: csmsim.Fault401, wantStatus: 401, wantMessage: "invalid api key"},
 		{kind: csmsim.Fault403, wantStatus: 403},
 		{kind: csmsim.Fault404, wantStatus: 404},
+		{kind: csmsim.Fault408, wantStatus: 408, wantMessage: "request timeout"},
 		{kind: csmsim.Fault429, wantStatus: 429},
 		{kind: csmsim.Fault429, retryAfter: 1500 * time.Millisecond, wantStatus: 429, wantRetryAfter: "2"},
 		{kind: csmsim.FaultRateLimit400, wantStatus: 400, wantMessage: "rate limit"},
