@@ -3,6 +3,7 @@
 // and delivers signed webhooks.
 //
 //	previewd demo [--jobs N]     everything in one process, no set-up
+//	previewd chaos [--short] [--jobs N] [--seed S]   real processes under faults
 //	previewd worker              run a worker until SIGTERM/SIGINT
 //	previewd serve [--worker]    the HTTP API, dashboard and metrics
 //	previewd serve [--worker]    the HTTP API, dashboard and metrics
@@ -43,6 +44,7 @@ type command struct {
 
 var commands = map[string]command{
 	"demo":      {"run jobs end to end with in-process Redis, CSM simulator and webhook receiver", cmdDemo},
+	"chaos":     {"prove the guarantees: worker processes under a seeded schedule of faults", cmdChaos},
 	"worker":    {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
 	"serve":     {"serve the HTTP API, the dashboard and metrics (--worker: and run a worker)", cmdServe},
 	"enqueue":   {"request a preview; prints the job as JSON", cmdEnqueue},
