@@ -300,3 +300,48 @@ func TestHTTP2ResetNeverReplaysPreview(t *testing.T) {
 		})
 	}
 }
+
+// inspectingTransport passes requests to a real transport and keeps what
+// the client handed it.
+type inspectingTransport struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func (it *inspectingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	it.mu.Lock()
+	it.reqs = append(it.reqs, r)
+	it.mu.Unlock()
+	return it.next.RoundTrip(r)
+}
+
+// TestPreviewRequestGivesTransportsNothingToReplay checks what every
+// transport (HTTP/1 and HTTP/2) decides a replay on: a request with a body
+// and no GetBody, and without an Idempotency-Key, is never re-sent after
+// its body was read.
+func TestPreviewRequestGivesTransportsNothingToReplay(t *testing.T) {
+	_, base := newStubServer(t, replyWith(200, nil, previewJobBody))
+	it := &inspectingTransport{next: http.DefaultTransport.(*http.Transport).Clone()}
+	c := newClient(t, base, func(o *csm.Options) { o.Transport = it })
+	if _, err := c.RequestPreview(t.Context(), legacyCode, turboParams(legacyCode, 0)); err != nil {
+		t.Fatalf("RequestPreview: %v", err)
+	}
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if len(it.reqs) != 1 {
+		t.Fatalf("transport saw %d requests, want 1", len(it.reqs))
+	}
+	r := it.reqs[0]
+	if r.GetBody != nil {
+		t.Error("the preview POST has a GetBody: a transport can rewind and replay it")
+	}
+	if r.ContentLength <= 0 {
+		t.Errorf("ContentLength = %d, want the body's length", r.ContentLength)
+	}
+	for _, h := range []string{"Idempotency-Key", "X-Idempotency-Key"} {
+		if _, ok := r.Header[h]; ok {
+			t.Errorf("the preview POST carries %s: net/http treats it as idempotent", h)
+		}
+	}
+}
