@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,6 +361,30 @@ func TestStaleAndDuplicatePollsDoNothing(t *testing.T) {
 	h := newHarness(t)
 	code := "SESSION_POLL_" + testutil.RandomHex(4)
 	job := h.request(code, csmsim.SessionConfig{Stuck: true})
+	// The worker reaches the simulator through a gate that, once armed, holds
+	// each session read until two have arrived: both polls then have read the
+	// job (seq 1) before either commits, so the duplicate below really
+	// overlaps and only the commit-time check can stop the second one.
+	var armed atomic.Bool
+	var arrived atomic.Int32
+	bothIn, pollReturned := make(chan struct{}), make(chan struct{})
+	var returnedOnce sync.Once
+	gate := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if armed.Load() && r.Method == http.MethodGet {
+			if arrived.Add(1) == 2 {
+				close(bothIn)
+			}
+			select { // a poll that returned without reading cannot be waited for
+			case <-bothIn:
+			case <-pollReturned:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.sim.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(gate.Close)
+	h.simURL = gate.URL
 	w := h.newWorker()
 	ctx := context.Background()
 	if err := w.Handlers().RequestPreview(ctx, mustTask(t, tasks.RequestPreview{JobID: job.ID, SessionCode: code})); err != nil {
@@ -378,15 +404,18 @@ func TestStaleAndDuplicatePollsDoNothing(t *testing.T) {
 		t.Fatalf("stale polls read the session %d times", got-before)
 	}
 	// The expected poll, delivered twice at once: one counts.
+	armed.Store(true)
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
+			defer returnedOnce.Do(func() { close(pollReturned) })
 			if err := w.Handlers().PollPreview(ctx, mustTask(t, tasks.PollPreview{JobID: job.ID, SessionCode: code, Seq: 1})); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
+	armed.Store(false)
 	j = h.job(job.ID)
 	if j.Polls != 1 || j.Poll.Seq != 2 {
 		t.Fatalf("after a duplicated poll: polls %d seq %d, want 1 and 2", j.Polls, j.Poll.Seq)
