@@ -141,6 +141,8 @@ func (v Verdict) Line() string {
 type Contact struct {
 	Slot int
 	At   time.Time
+	// Post: the billed preview POST (else a session read).
+	Post bool
 	// Ready: the reply showed the preview mesh ready.
 	Ready bool
 }
@@ -161,7 +163,8 @@ type Track struct {
 // again at its next CSM request from any worker, or when its final webhook
 // arrives. The result is the longest of
 // those waits (until end for a job that never moved) and how many jobs the
-// worker held; held == 0 means the kill stranded nothing to measure.
+// worker held; held == 0 means the kill stranded nothing to measure. A
+// slot below 0 stands for every worker at once (a Redis kill).
 func Recovery(slot int, killedAt time.Time, tracks []Track, hold time.Duration, end time.Time) (wait time.Duration, held int) {
 	for _, t := range tracks {
 		if !t.FinalAt.IsZero() && !t.FinalAt.After(killedAt) {
@@ -178,7 +181,7 @@ func Recovery(slot int, killedAt time.Time, tracks []Track, hold time.Duration, 
 			next = c.At
 			break
 		}
-		if last == nil || last.Slot != slot || last.Ready || killedAt.Sub(last.At) > hold {
+		if last == nil || (slot >= 0 && last.Slot != slot) || last.Ready || killedAt.Sub(last.At) > hold {
 			continue
 		}
 		held++

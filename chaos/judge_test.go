@@ -171,3 +171,31 @@ func TestRecovery(t *testing.T) {
 		})
 	}
 }
+
+func TestRecoveryOfEveryWorker(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	tracks := []Track{
+		{JobID: "a", Contacts: []Contact{{Slot: 0, At: at(9)}, {Slot: 1, At: at(20)}}},
+		{JobID: "b", Contacts: []Contact{{Slot: 2, At: at(9.5)}, {Slot: 2, At: at(118)}}},
+		{JobID: "c", Contacts: []Contact{{Slot: 1, At: at(2)}, {Slot: 1, At: at(30)}}}, // idle at the kill
+	}
+	tests := []struct {
+		name     string
+		slot     int
+		wantWait time.Duration
+		wantHeld int
+	}{
+		{name: "redis: every worker's jobs", slot: -1, wantWait: 108 * time.Second, wantHeld: 2},
+		{name: "worker 0 only", slot: 0, wantWait: 10 * time.Second, wantHeld: 1},
+		{name: "worker 1 held nothing", slot: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wait, held := Recovery(tt.slot, at(10), tracks, 3*time.Second, at(200))
+			if wait != tt.wantWait || held != tt.wantHeld {
+				t.Errorf("Recovery = %s, %d held; want %s, %d held", wait, held, tt.wantWait, tt.wantHeld)
+			}
+		})
+	}
+}

@@ -45,7 +45,7 @@ func (f *simFront) handler(slot int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		code := sessionOf(r.URL.Path)
 		f.mu.Lock()
-		f.contacts[code] = append(f.contacts[code], Contact{Slot: slot, At: time.Now()})
+		f.contacts[code] = append(f.contacts[code], Contact{Slot: slot, At: time.Now(), Post: r.Method == http.MethodPost})
 		n := len(f.contacts[code]) - 1
 		f.requests++
 		f.mu.Unlock()
