@@ -9,3 +9,17 @@ test:
 	go vet ./...
 	go run $(STATICCHECK) ./...
 	go test -race -parallel 8 ./...
+
+# Mutation testing (Gremlins) over the packages that carry the guarantees,
+# one package at a time: each mutant rebuilds and reruns its package's
+# tests against Redis, so this takes minutes per package. -count=1 keeps
+# the coverage run honest (a cached run would make Gremlins' timeouts tiny).
+GREMLINS := github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
+MUTATE_PKGS ?= ./csm ./tasks ./store ./worker
+
+.PHONY: mutate
+mutate:
+	@for p in $(MUTATE_PKGS); do \
+		echo "== gremlins $$p"; \
+		GOFLAGS=-count=1 go run $(GREMLINS) unleash --workers 1 --timeout-coefficient 8 $$p || exit 1; \
+	done
