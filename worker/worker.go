@@ -36,9 +36,19 @@ type Options struct {
 	// it bounds how long a job can exist, beyond which the sweeper trims
 	// listing indexes. Default 3h.
 	JobDeadline time.Duration
-	Logger      *zap.Logger
-	Observer    Observer
-	Now         func() time.Time
+	// Liveness (see liveness.go): WorkerID names this process in the
+	// heartbeat and in-flight records; it must be unique to it (default a
+	// fresh UUID). The heartbeat is refreshed every HeartbeatInterval
+	// (default 1s) and expires after DeadAfter (default 8s), when peers
+	// rescue the worker's tasks; each worker looks for dead peers every
+	// RescueInterval (default 2s).
+	WorkerID          string
+	HeartbeatInterval time.Duration
+	DeadAfter         time.Duration
+	RescueInterval    time.Duration
+	Logger            *zap.Logger
+	Observer          Observer
+	Now               func() time.Time
 }
 
 // Deps are the Worker's collaborators.
@@ -58,6 +68,7 @@ type Worker struct {
 	enqueuer *tasks.Enqueuer
 	opts     Options
 	log      *zap.Logger
+	live     *liveness
 }
 
 // New returns a Worker on rdb, which it does not close.
@@ -90,6 +101,7 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = 15 * time.Second
 	}
+	opts.livenessDefaults()
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -107,6 +119,7 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 		enqueuer: enq,
 		opts:     opts,
 		log:      opts.Logger,
+		live:     newLiveness(ac),
 		handlers: &Handlers{
 			store:    deps.Store,
 			csm:      deps.CSM,
@@ -126,10 +139,11 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 func (w *Worker) Handlers() *Handlers { return w.handlers }
 
 // Handler returns the asynq handler for every previewd task type: exact
-// type names (asynq's ServeMux matches prefixes), wrapped in guard.
+// type names (asynq's ServeMux matches prefixes), wrapped in guard and,
+// outermost, in track (the in-flight record that liveness rescues from).
 func (w *Worker) Handler() asynq.Handler {
 	h := w.handlers
-	return h.guard(asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+	return w.track(h.guard(asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		switch t.Type() {
 		case tasks.TypeRequestPreview:
 			return h.RequestPreview(ctx, t)
@@ -141,7 +155,7 @@ func (w *Worker) Handler() asynq.Handler {
 			return h.FanoutWebhook(ctx, t)
 		}
 		return fmt.Errorf("%w: unknown task type %q", tasks.ErrMalformed, t.Type())
-	}))
+	})))
 }
 
 // Run processes tasks until ctx is done, then drains: it stops taking
@@ -156,11 +170,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	previews := w.server(baseCtx, w.opts.Queues.Previews, w.opts.Concurrency)
 	webhooks := w.server(baseCtx, w.opts.Queues.Webhooks, w.opts.WebhookConcurrency)
 	handler := w.Handler()
+	// Liveness outlives the drain: handlers still running must not look dead.
+	stopLiveness := w.startLiveness(ctx)
 	if err := previews.Start(handler); err != nil {
+		stopLiveness()
 		return fmt.Errorf("start preview server: %w", err)
 	}
 	if err := webhooks.Start(handler); err != nil {
 		previews.Shutdown()
+		stopLiveness()
 		return fmt.Errorf("start webhook server: %w", err)
 	}
 	var wg sync.WaitGroup
@@ -180,6 +198,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	shutdown.Go(previews.Shutdown)
 	shutdown.Go(webhooks.Shutdown)
 	shutdown.Wait()
+	stopLiveness()
 	wg.Wait()
 	w.log.Info("worker stopped")
 	return nil

@@ -1,0 +1,198 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Worker liveness records. worker/liveness.go explains how they are used;
+// the store only keeps them. Every command touches one key, so all of it
+// works on Redis Cluster, and every write is safe to repeat:
+//
+//	<ns>:workers                   sorted set: worker id → last beat (unix ms),
+//	                               the registry that rescuers walk
+//	<ns>:{w:<id>}:alive            a string with a TTL, refreshed by each beat:
+//	                               while it exists the worker is alive (judged
+//	                               by Redis's clock, so worker clocks may skew)
+//	<ns>:{w:<id>}:inflight         hash: task id → InflightTask (JSON), the
+//	                               tasks the worker is running now
+//	<ns>:superseded:<task id>      a string with a TTL: the id of the rescue
+//	                               copy that took over this task
+
+func (s *Store) workersKey() string            { return s.ns + ":workers" }
+func (s *Store) aliveKey(worker string) string { return s.ns + ":{w:" + worker + "}:alive" }
+func (s *Store) inflightKey(worker string) string {
+	return s.ns + ":{w:" + worker + "}:inflight"
+}
+func (s *Store) supersededKey(taskID string) string { return s.ns + ":superseded:" + taskID }
+
+// InflightTask is what a worker records of a task while it runs it: enough
+// for another worker to enqueue a copy if this one dies.
+type InflightTask struct {
+	Type      string          `json:"type"`
+	Queue     string          `json:"queue"`
+	Payload   json.RawMessage `json:"payload"`
+	Retried   int             `json:"retried"`
+	MaxRetry  int             `json:"max_retry"`
+	StartedAt time.Time       `json:"started_at"`
+}
+
+// WorkerBeat is a registered worker and the time of its last beat by its
+// own clock (for operators; liveness is judged by the alive key's TTL).
+type WorkerBeat struct {
+	ID       string
+	LastBeat time.Time
+	score    float64
+}
+
+// Beat records that worker is alive for the next ttl. The alive key is set
+// before the registry entry, so a rescuer never finds a registered worker
+// whose first beat is still under way.
+func (s *Store) Beat(ctx context.Context, worker, info string, ttl time.Duration) error {
+	if err := s.rdb.Set(ctx, s.aliveKey(worker), info, ttl).Err(); err != nil {
+		return fmt.Errorf("worker heartbeat: %w", err)
+	}
+	if err := s.rdb.ZAdd(ctx, s.workersKey(), redis.Z{Score: float64(s.now().UnixMilli()), Member: worker}).Err(); err != nil {
+		return fmt.Errorf("worker heartbeat: register: %w", err)
+	}
+	return nil
+}
+
+// EndBeat withdraws a worker's liveness at a clean stop, so that any task
+// it could not finish is rescued at the next round instead of after its
+// TTL. The registry entry stays for the rescuer to drop.
+func (s *Store) EndBeat(ctx context.Context, worker string) error {
+	if err := s.rdb.Del(ctx, s.aliveKey(worker)).Err(); err != nil {
+		return fmt.Errorf("worker heartbeat: withdraw: %w", err)
+	}
+	return nil
+}
+
+// maxWorkers bounds one read of the registry: far more worker processes
+// than any deployment of previewd runs.
+const maxWorkers = 10000
+
+// Workers lists the registered workers.
+func (s *Store) Workers(ctx context.Context) ([]WorkerBeat, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.workersKey(), 0, maxWorkers-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	out := make([]WorkerBeat, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		out = append(out, WorkerBeat{ID: id, LastBeat: time.UnixMilli(int64(z.Score)), score: z.Score})
+	}
+	return out, nil
+}
+
+// Alive reports which of the workers have a live heartbeat. One EXISTS per
+// worker, pipelined (a Cluster client splits the pipeline by slot).
+func (s *Store) Alive(ctx context.Context, workers []string) (map[string]bool, error) {
+	cmds := make([]*redis.IntCmd, len(workers))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, w := range workers {
+			cmds[i] = p.Exists(ctx, s.aliveKey(w))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read worker heartbeats: %w", err)
+	}
+	alive := make(map[string]bool, len(workers))
+	for i, w := range workers {
+		alive[w] = cmds[i].Val() == 1
+	}
+	return alive, nil
+}
+
+// dropWorkerScript removes a registry entry only if it still has the score
+// the caller read: a worker that beat meanwhile (it was slow, not dead)
+// stays registered. One key; a blind re-run finds the entry gone or changed
+// and does nothing.
+var dropWorkerScript = redis.NewScript(`
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0`)
+
+// DropWorker unregisters a dead worker whose tasks have all been rescued,
+// unless it beat since b was read.
+func (s *Store) DropWorker(ctx context.Context, b WorkerBeat) error {
+	if err := dropWorkerScript.Run(ctx, s.rdb, []string{s.workersKey()}, b.ID, strconv.FormatFloat(b.score, 'f', -1, 64)).Err(); err != nil {
+		return fmt.Errorf("unregister worker %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// StartTask records that worker runs task taskID, and reports the rescue
+// copy that superseded the task if there is one (then the caller must not
+// run it). Two commands on two keys, pipelined into one round trip.
+func (s *Store) StartTask(ctx context.Context, worker, taskID string, t InflightTask) (supersededBy string, err error) {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return "", fmt.Errorf("encode in-flight task %s: %w", taskID, err)
+	}
+	var get *redis.StringCmd
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.inflightKey(worker), taskID, raw)
+		get = p.Get(ctx, s.supersededKey(taskID))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("record in-flight task %s: %w", taskID, err)
+	}
+	by, err := get.Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read supersession of task %s: %w", taskID, err)
+	}
+	return by, nil
+}
+
+// EndTask removes tasks from a worker's in-flight record. Safe to repeat.
+func (s *Store) EndTask(ctx context.Context, worker string, taskIDs ...string) error {
+	if len(taskIDs) == 0 {
+		return nil
+	}
+	if err := s.rdb.HDel(ctx, s.inflightKey(worker), taskIDs...).Err(); err != nil {
+		return fmt.Errorf("clear in-flight tasks of worker %s: %w", worker, err)
+	}
+	return nil
+}
+
+// InflightTasks returns a worker's in-flight record. An entry that does not
+// decode comes back as a zero InflightTask (empty Type), for the caller to
+// drop.
+func (s *Store) InflightTasks(ctx context.Context, worker string) (map[string]InflightTask, error) {
+	raw, err := s.rdb.HGetAll(ctx, s.inflightKey(worker)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read in-flight tasks of worker %s: %w", worker, err)
+	}
+	out := make(map[string]InflightTask, len(raw))
+	for id, v := range raw {
+		var t InflightTask
+		_ = json.Unmarshal([]byte(v), &t) // a corrupt entry stays zero: the caller drops it
+		out[id] = t
+	}
+	return out, nil
+}
+
+// Supersede records that rescue copy `by` took over task taskID, for ttl:
+// a later run of the original (asynq's own recovery of a dead worker's
+// task) finds it and does nothing. SET is idempotent.
+func (s *Store) Supersede(ctx context.Context, taskID, by string, ttl time.Duration) error {
+	if err := s.rdb.Set(ctx, s.supersededKey(taskID), by, ttl).Err(); err != nil {
+		return fmt.Errorf("mark task %s superseded: %w", taskID, err)
+	}
+	return nil
+}
