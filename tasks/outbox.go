@@ -71,7 +71,10 @@ func decodeAs[P Payload](raw []byte) (Payload, error) {
 // outboxStore is what the Enqueuer needs of the store.
 type outboxStore interface {
 	Outbox(ctx context.Context, jobID string) ([]store.OutboxEntry, error)
-	AckOutbox(ctx context.Context, jobID string, ids ...string) error
+	AckOutboxLeft(ctx context.Context, jobID string, ids ...string) (int64, error)
+	OutboxIndexEntry(ctx context.Context, jobID string) (store.IndexEntry, bool, error)
+	DropOutboxIndex(ctx context.Context, e store.IndexEntry) error
+	TouchOutboxIndex(ctx context.Context, jobID string) error
 }
 
 // Enqueuer moves committed outbox entries into asynq. Enqueueing is
@@ -88,9 +91,30 @@ func NewEnqueuer(client *asynq.Client, s outboxStore, q Queues) *Enqueuer {
 	return &Enqueuer{client: client, store: s, queues: q}
 }
 
-// Flush enqueues every pending outbox entry of a job and acknowledges those
-// that are in asynq. It is safe to call any number of times, from any process.
+// Flush enqueues every pending outbox entry of a job, acknowledges those
+// that are in asynq, and removes the job from the outbox index once its
+// outbox is empty, so that the index holds only outboxes still to flush
+// (the sweeper's work: those whose writer died before its own flush). It is
+// safe to call any number of times, from any process.
 func (e *Enqueuer) Flush(ctx context.Context, jobID string) error {
+	// The index entry is read before the outbox: a commit indexes before it
+	// writes its entries, so an entry re-indexed after this read has a new
+	// score, and the drop below leaves it (see store.OutboxIndexEntry).
+	idx, indexed, err := e.store.OutboxIndexEntry(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	return e.flush(ctx, jobID, idx, indexed)
+}
+
+// FlushIndexed is Flush for a sweeper that read idx from the outbox index:
+// the entry is dropped only if it still has the score the sweeper read, so
+// that a commit that re-indexed the job since keeps its entry.
+func (e *Enqueuer) FlushIndexed(ctx context.Context, idx store.IndexEntry) error {
+	return e.flush(ctx, idx.JobID, idx, true)
+}
+
+func (e *Enqueuer) flush(ctx context.Context, jobID string, idx store.IndexEntry, indexed bool) error {
 	entries, err := e.store.Outbox(ctx, jobID)
 	if err != nil {
 		return err
@@ -111,8 +135,26 @@ func (e *Enqueuer) Flush(ctx context.Context, jobID string) error {
 		}
 		done = append(done, entry.ID)
 	}
-	if err := e.store.AckOutbox(ctx, jobID, done...); err != nil {
-		errs = append(errs, err)
+	var left int64
+	if len(entries) > 0 {
+		if left, err = e.store.AckOutboxLeft(ctx, jobID, done...); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
+	switch {
+	case left == 0 && indexed:
+		// Empty after the index read: nothing of a commit indexed at
+		// idx.Score is left to enqueue. Every step is safe to re-run.
+		if err := e.store.DropOutboxIndex(ctx, idx); err != nil {
+			errs = append(errs, err)
+		}
+	case left > 0:
+		// An enqueue failed, or a commit added entries meanwhile: keep the
+		// outbox findable, behind the sweeper's grace (a failing entry
+		// must not stay at the head of its queue).
+		if err := e.store.TouchOutboxIndex(ctx, jobID); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -14,9 +14,18 @@ import (
 // Sweeper bounds.
 const (
 	// sweepGrace: an outbox entry or a deadline this much in the past is
-	// one that the process that wrote it should have handled already.
+	// one that the process that wrote it should have handled already. For
+	// the outbox it is also what makes the sweeper's drop of an index entry
+	// safe: a commit re-indexes its job before writing (a newer score the
+	// drop leaves alone), so a drop at a score this old can only race a
+	// commit stalled that long between its two round trips.
 	sweepGrace = 30 * time.Second
 	sweepBatch = 100
+	// A sweep goes on while batches come back full, so that a backlog of
+	// crash orphans (or of overdue jobs after an outage) drains in one
+	// sweep, within these bounds so that one sweep cannot run forever.
+	sweepMaxBatches = 50
+	sweepBudget     = 10 * time.Second
 )
 
 func (w *Worker) sweepLoop(ctx context.Context) {
@@ -45,47 +54,63 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 //     failover) are timed out, so that no job waits forever;
 //   - listing index entries of jobs that have expired are trimmed.
 func (w *Worker) Sweep(ctx context.Context) error {
-	now := w.opts.Now()
+	start := w.opts.Now()
+	cutoff := start.Add(-sweepGrace)
 	var errs []error
-	stale, err := w.store.StaleOutboxes(ctx, now.Add(-sweepGrace), sweepBatch)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, e := range stale {
-		if err := w.enqueuer.Flush(ctx, e.JobID); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := w.store.DropOutboxIndex(ctx, e); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	overdue, err := w.store.Overdue(ctx, now.Add(-sweepGrace), sweepBatch)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, e := range overdue {
-		job, err := w.store.Get(ctx, e.JobID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			errs = append(errs, err)
-			continue
-		case !job.Status.Final():
-			log := w.log.With(zap.String("job_id", job.ID), zap.String("session_code", job.SessionCode))
-			log.Warn("job past its deadline with no live task; timing it out")
-			if err := w.handlers.finish(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded,
-				"CSM did not report a final status before the job's deadline"); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		if err := w.store.DropDeadlineIndex(ctx, e.JobID); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := w.store.TrimListing(ctx, now.Add(-w.opts.JobDeadline-w.store.Retention())); err != nil {
+	errs = append(errs, w.sweepIndex(ctx, start, func(ctx context.Context) ([]store.IndexEntry, error) {
+		return w.store.StaleOutboxes(ctx, cutoff, sweepBatch)
+	}, w.enqueuer.FlushIndexed)...)
+	errs = append(errs, w.sweepIndex(ctx, start, func(ctx context.Context) ([]store.IndexEntry, error) {
+		return w.store.Overdue(ctx, cutoff, sweepBatch)
+	}, w.timeOut)...)
+	if err := w.store.TrimListing(ctx, start.Add(-w.opts.JobDeadline-w.store.Retention())); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// sweepIndex handles batches of an index's entries: at least one, and more
+// while the last came back full, every entry of it was handled (each
+// handled entry leaves the range: dropped, or re-scored to now), and the
+// sweep is within its bounds. An error ends the round: the next sweep
+// retries, and one failing entry cannot stall a sweep on itself.
+func (w *Worker) sweepIndex(ctx context.Context, start time.Time,
+	list func(context.Context) ([]store.IndexEntry, error),
+	handle func(context.Context, store.IndexEntry) error,
+) []error {
+	for batch := 1; ; batch++ {
+		entries, err := list(ctx)
+		if err != nil {
+			return []error{err}
+		}
+		var errs []error
+		for _, e := range entries {
+			if err := handle(ctx, e); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) > 0 || len(entries) < sweepBatch || batch >= sweepMaxBatches ||
+			w.opts.Now().Sub(start) >= sweepBudget || ctx.Err() != nil {
+			return errs
+		}
+	}
+}
+
+// timeOut handles one overdue entry: a job not final is timed out, and the
+// entry is dropped.
+func (w *Worker) timeOut(ctx context.Context, e store.IndexEntry) error {
+	job, err := w.store.Get(ctx, e.JobID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	case !job.Status.Final():
+		log := w.log.With(zap.String("job_id", job.ID), zap.String("session_code", job.SessionCode))
+		log.Warn("job past its deadline with no live task; timing it out")
+		if err := w.handlers.finish(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded,
+			"CSM did not report a final status before the job's deadline"); err != nil {
+			return err
+		}
+	}
+	return w.store.DropDeadlineIndex(ctx, e.JobID)
 }

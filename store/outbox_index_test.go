@@ -1,0 +1,153 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/previewd/previewd/internal/testutil"
+	"github.com/previewd/previewd/store"
+)
+
+// deadlineScore returns the job's score in the deadline index, read through
+// Overdue with a cutoff past every deadline.
+func deadlineScore(t *testing.T, s *store.Store, jobID string) (float64, bool) {
+	t.Helper()
+	over, err := s.Overdue(context.Background(), time.Now().Add(100*24*time.Hour), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range over {
+		if e.JobID == jobID {
+			return e.Score, true
+		}
+	}
+	return 0, false
+}
+
+// TestCreateRepeatKeepsTheDeadline: an idempotent repeat of Create (same job
+// id, its own later deadline) must not move the deadline backstop of the
+// stored job, nor bring back the entry of a job that has finished.
+func TestCreateRepeatKeepsTheDeadline(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// before runs between the first Create and the repeat.
+		before func(t *testing.T, s *store.Store, r *testutil.Redis, j store.Job)
+		// skipFirst leaves the job uncreated: the "repeat" is then a create.
+		skipFirst bool
+		want      func(first, repeat store.Job) (float64, bool)
+	}{
+		{
+			name: "an unfinished job keeps its first deadline",
+			want: func(first, _ store.Job) (float64, bool) { return float64(first.Deadline.Unix()), true },
+		},
+		{
+			name: "a finished job gets no entry back",
+			before: func(t *testing.T, s *store.Store, _ *testutil.Redis, j store.Job) {
+				if _, err := s.Update(context.Background(), j.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+					j.Finish(store.StatusCanceled, now, &store.JobError{Code: store.CodeCanceled, Message: "test"}, "")
+					return store.Change{}, nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: func(store.Job, store.Job) (float64, bool) { return 0, false },
+		},
+		{
+			name:      "a new job replaces the entry of an attempt that died before creating it",
+			skipFirst: true,
+			before: func(t *testing.T, _ *store.Store, r *testutil.Redis, j store.Job) {
+				// What the NX index write of the dead attempt left.
+				if err := r.Client.ZAdd(context.Background(), r.Namespace+":index:deadlines",
+					redis.Z{Score: float64(j.Deadline.Unix()), Member: j.ID}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: func(_, repeat store.Job) (float64, bool) { return float64(repeat.Deadline.Unix()), true },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, r := newStore(t, nil)
+			ctx := context.Background()
+			first := newJob(time.Now())
+			if !tt.skipFirst {
+				if _, created, _, err := s.Create(ctx, first, "fp", nil); err != nil || !created {
+					t.Fatalf("first Create: created=%v, %v", created, err)
+				}
+			}
+			if tt.before != nil {
+				tt.before(t, s, r, first)
+			}
+			repeat := first
+			repeat.Deadline = first.Deadline.Add(2 * time.Hour)
+			if _, _, _, err := s.Create(ctx, repeat, "fp", nil); err != nil {
+				t.Fatalf("repeat Create: %v", err)
+			}
+			score, ok := deadlineScore(t, s, first.ID)
+			wantScore, wantOK := tt.want(first, repeat)
+			if ok != wantOK || score != wantScore {
+				t.Fatalf("deadline index entry = %v (present %v), want %v (present %v); first deadline %d, repeat's %d",
+					score, ok, wantScore, wantOK, first.Deadline.Unix(), repeat.Deadline.Unix())
+			}
+		})
+	}
+}
+
+// TestOutboxReindexInOneMillisecondSurvivesADrop: a re-index that falls in
+// the same millisecond as the score a flush read (or comes from a clock
+// behind it) still changes the score, so the flush's guarded drop keeps it.
+func TestOutboxReindexInOneMillisecondSurvivesADrop(t *testing.T) {
+	t.Parallel()
+	frozen := time.Now()
+	s, _ := newStore(t, func() time.Time { return frozen })
+	ctx := context.Background()
+	job := newJob(frozen)
+	if _, _, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "a", Data: []byte("1")}}); err != nil {
+		t.Fatal(err)
+	}
+	read, ok, err := s.OutboxIndexEntry(ctx, job.ID)
+	if err != nil || !ok {
+		t.Fatalf("OutboxIndexEntry = %+v, %v, %v", read, ok, err)
+	}
+	// A commit in the same millisecond re-indexes the job.
+	if _, err := s.Update(ctx, job.ID, func(*store.Job, time.Time) (store.Change, error) {
+		return store.Change{Outbox: []store.OutboxEntry{{ID: "b", Data: []byte("2")}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropOutboxIndex(ctx, read); err != nil {
+		t.Fatal(err)
+	}
+	after, ok, err := s.OutboxIndexEntry(ctx, job.ID)
+	if err != nil || !ok {
+		t.Fatalf("the re-indexed entry was dropped by a drop at the score read before the re-index (%v)", err)
+	}
+	if after.Score <= read.Score {
+		t.Errorf("re-index score %v, want above %v", after.Score, read.Score)
+	}
+}
+
+// TestAckOutboxLeft counts what an acknowledgement leaves.
+func TestAckOutboxLeft(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "a", Data: []byte("1")}, {ID: "b", Data: []byte("2")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		ack  []string
+		left int64
+	}{{[]string{"a"}, 1}, {[]string{"a"}, 1}, {nil, 1}, {[]string{"b", "c"}, 0}} {
+		left, err := s.AckOutboxLeft(ctx, job.ID, step.ack...)
+		if err != nil || left != step.left {
+			t.Fatalf("AckOutboxLeft(%v) = %d, %v; want %d", step.ack, left, err, step.left)
+		}
+	}
+}
