@@ -5,12 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,40 +22,12 @@ import (
 // machine's redis-server and returns its previewd URL.
 func startCluster(t *testing.T) string {
 	t.Helper()
-	server, err1 := exec.LookPath("redis-server")
-	cli, err2 := exec.LookPath("redis-cli")
-	if err1 != nil || err2 != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true and no redis-server/redis-cli to start a Redis Cluster")
-		}
-		t.Skip("no redis-server to start a Redis Cluster")
-	}
-	dir := t.TempDir()
+	cli := testutil.RedisBinaries(t, "redis-server", "redis-cli")[1]
 	var addrs []string
-	for len(addrs) < 3 {
-		// A node needs its port and port+10000 (the cluster bus) free.
-		port := 20000 + rand.IntN(10000)
-		if !portFree(port) || !portFree(port+10000) {
-			continue
-		}
-		cmd := exec.Command(server, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)), "--dir", dir,
-			"--save", "", "--appendonly", "no", "--protected-mode", "no")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_, _ = cmd.Process.Wait()
-		})
-		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
-	}
-	for _, a := range addrs {
-		testutil.Eventually(t, 10*time.Second, "node "+a, func() bool {
-			c := redis.NewClient(&redis.Options{Addr: a})
-			defer c.Close()
-			return c.Ping(context.Background()).Err() == nil
-		})
+	for range 3 {
+		// Each node has its own directory, where its nodes.conf goes.
+		node := testutil.StartRedisServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+		addrs = append(addrs, node.Addr())
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
@@ -75,15 +43,6 @@ func startCluster(t *testing.T) string {
 		return err == nil && strings.Contains(info, "cluster_state:ok")
 	})
 	return url
-}
-
-func portFree(port int) bool {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	ln.Close()
-	return true
 }
 
 // TestOnRedisCluster runs previewd on a real three-node Redis Cluster:
