@@ -2,17 +2,13 @@ package chaos
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/previewd/previewd/csmsim"
-	"github.com/previewd/previewd/store"
-	"github.com/previewd/previewd/webhook"
 )
 
 // simFront sits in front of the simulator. Each worker slot reaches it
@@ -115,90 +111,3 @@ func (c *capture) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection (the
 // simulator's reset faults hijack it).
 func (c *capture) Unwrap() http.ResponseWriter { return c.ResponseWriter }
-
-// receiver is the webhook endpoint of every job. It verifies each
-// signature and records, per webhook id, the distinct bodies it got and,
-// per job, its final event.
-type receiver struct {
-	secret webhook.Secret
-
-	mu        sync.Mutex
-	bodies    map[string]map[[32]byte]bool
-	finals    map[string]finalSeen
-	delivered int
-	rejected  int
-}
-
-type finalSeen struct {
-	typ   string
-	code  string // error code, if any
-	at    time.Time
-	count int // final webhooks received for the job (retries included)
-}
-
-func newReceiver(secret webhook.Secret) *receiver {
-	return &receiver{secret: secret, bodies: map[string]map[[32]byte]bool{}, finals: map[string]finalSeen{}}
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		http.Error(w, "read error", http.StatusBadRequest)
-		return
-	}
-	if err := webhook.Verify(rc.secret, r.Header, body, time.Now(), 5*time.Minute); err != nil {
-		rc.mu.Lock()
-		rc.rejected++
-		rc.mu.Unlock()
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var ev store.EventBody
-	if err := json.Unmarshal(body, &ev); err != nil {
-		http.Error(w, "bad body", http.StatusBadRequest)
-		return
-	}
-	id := r.Header.Get("webhook-id")
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.delivered++
-	if rc.bodies[id] == nil {
-		rc.bodies[id] = map[[32]byte]bool{}
-	}
-	rc.bodies[id][sha256.Sum256(body)] = true
-	if ev.Type != store.EventAccepted && ev.Type != store.EventProgress {
-		f := rc.finals[ev.Data.ID]
-		if f.count == 0 {
-			f.typ, f.at = string(ev.Type), time.Now()
-			if ev.Data.Error != nil {
-				f.code = ev.Data.Error.Code
-			}
-		}
-		f.count++
-		rc.finals[ev.Data.ID] = f
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (rc *receiver) final(jobID string) (finalSeen, bool) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	f, ok := rc.finals[jobID]
-	return f, ok
-}
-
-func (rc *receiver) bodiesByID() map[string]int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	out := make(map[string]int, len(rc.bodies))
-	for id, b := range rc.bodies {
-		out[id] = len(b)
-	}
-	return out
-}
-
-func (rc *receiver) totals() (delivered, rejected, finals int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return rc.delivered, rc.rejected, len(rc.finals)
-}

@@ -32,8 +32,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/csmsim"
+	"github.com/previewd/previewd/internal/receiver"
 	"github.com/previewd/previewd/tasks"
-	"github.com/previewd/previewd/webhook"
 )
 
 // Options configure a run.
@@ -139,7 +139,7 @@ type run struct {
 	rcvLn    *toxiproxy.Proxy
 	sim      *csmsim.Server
 	front    *simFront
-	rcv      *receiver
+	rcv      *receiver.Receiver
 	workers  []*child
 	producer *tasks.Client
 
@@ -253,15 +253,11 @@ func (r *run) setup(ctx context.Context) error {
 	r.sim = csmsim.New(csmsim.Options{APIKey: apiKey})
 	r.onStop(r.sim.Close) // runs before the servers close: hanging handlers end
 	r.front = newSimFront(r.sim)
-	secretText, err := webhook.GenerateSecret()
+	rcv, secretText, err := receiver.New()
 	if err != nil {
 		return err
 	}
-	secret, err := webhook.ParseSecret(secretText)
-	if err != nil {
-		return err
-	}
-	r.rcv = newReceiver(secret)
+	r.rcv = rcv
 	rcvAddr, err := r.serve(r.rcv)
 	if err != nil {
 		return err
@@ -606,7 +602,7 @@ func (r *run) wait(ctx context.Context, faultsEnd time.Duration) error {
 		}
 		final := 0
 		for _, j := range jobs {
-			if _, ok := r.rcv.final(j.id); ok {
+			if _, ok := r.rcv.Final(j.id); ok {
 				final++
 			}
 		}
@@ -620,7 +616,7 @@ func (r *run) wait(ctx context.Context, faultsEnd time.Duration) error {
 		}
 		if s := r.since(); s-lastShown >= 5*time.Second {
 			lastShown = s
-			delivered, rejected, _ := r.rcv.totals()
+			delivered, rejected := r.rcv.Totals()
 			r.logf("+%5.1fs enqueued %d/%d, final webhooks %d, webhooks %d (%d bad signatures), CSM requests %d, accepted previews %d",
 				s.Seconds(), len(jobs), r.opts.Jobs, final, delivered, rejected, r.front.total(), r.sim.TotalAcceptedPreviews())
 		}
@@ -645,7 +641,7 @@ func (r *run) judge() Verdict {
 	jobs := append([]job(nil), r.jobs...)
 	kills := append([]kill(nil), r.kills...)
 	redisKills := append([]kill(nil), r.redisKills...)
-	obs := Observations{BodiesByID: r.rcv.bodiesByID(), Kills: len(r.kills), RedisRestarts: r.restarts}
+	obs := Observations{BodiesByID: r.rcv.BodiesByID(), Kills: len(r.kills), RedisRestarts: r.restarts}
 	r.mu.Unlock()
 	end := time.Now()
 	r.tracks = make(map[string]Track, len(jobs))
@@ -653,8 +649,8 @@ func (r *run) judge() Verdict {
 	for _, j := range jobs {
 		rec := JobRecord{ID: j.id, Session: j.session, Accepted: r.sim.AcceptedPreviews(j.session), MeshServed: r.front.meshServed(j.session)}
 		t := Track{JobID: j.id, Contacts: r.front.track(j.session)}
-		if f, ok := r.rcv.final(j.id); ok {
-			rec.Final, rec.FinalError, t.FinalAt = f.typ, f.code, f.at
+		if f, ok := r.rcv.Final(j.id); ok {
+			rec.Final, rec.FinalError, t.FinalAt = string(f.Type), f.ErrorCode, f.At
 		}
 		obs.Jobs = append(obs.Jobs, rec)
 		tracks = append(tracks, t)
@@ -736,7 +732,7 @@ func (r *run) timeline(t Track) string {
 // report prints the problems, with the workers' warnings about each job,
 // then the summary line, last.
 func (r *run) report(v Verdict) {
-	_, rejected, _ := r.rcv.totals()
+	_, rejected := r.rcv.Totals()
 	if rejected > 0 {
 		r.logf("%d webhook deliveries failed signature verification", rejected)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,9 +20,9 @@ import (
 
 	"github.com/previewd/previewd/config"
 	"github.com/previewd/previewd/csmsim"
+	"github.com/previewd/previewd/internal/receiver"
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
-	"github.com/previewd/previewd/webhook"
 	"github.com/previewd/previewd/worker"
 )
 
@@ -68,16 +67,11 @@ func cmdDemo(ctx context.Context, e env, args []string) error {
 	cfg.CSMBaseURL, cfg.CSMAPIKey = simURL, config.Secret(apiKey)
 
 	// The receiver verifies every signature with the secret the worker signs with.
-	secretText, err := webhook.GenerateSecret()
-	if err != nil {
-		return err
-	}
-	secret, err := webhook.ParseSecret(secretText)
+	rcv, secretText, err := receiver.New()
 	if err != nil {
 		return err
 	}
 	cfg.WebhookSecret = config.Secret(secretText)
-	rcv := &demoReceiver{secret: secret, finals: map[string]store.EventType{}}
 	hookURL, stopReceiver, err := serveLoopback(rcv)
 	if err != nil {
 		return err
@@ -126,7 +120,7 @@ func cmdDemo(ctx context.Context, e env, args []string) error {
 		log.Warn("worker stopped with an error", zap.Error(err))
 	}
 
-	delivered, rejected := rcv.totals()
+	delivered, rejected := rcv.Totals()
 	fmt.Fprintf(e.stdout, "demo: wall time %s, %d preview POSTs accepted by CSM for %d jobs, %.1f polls per job\n",
 		time.Since(started).Round(10*time.Millisecond), sim.TotalAcceptedPreviews(), len(ids), counts.pollsPerJob())
 	fmt.Fprintf(e.stdout, "demo: %d jobs, %d done, %d failed, %d timed_out, %d webhooks delivered\n",
@@ -267,7 +261,7 @@ func (c demoCounts) pollsPerJob() float64 {
 
 // waitForJobs shows live progress until every job is final and its final
 // webhook has been received, or until limit.
-func waitForJobs(ctx context.Context, out io.Writer, p *tasks.Client, rcv *demoReceiver, ids []string, limit time.Duration) (demoCounts, error) {
+func waitForJobs(ctx context.Context, out io.Writer, p *tasks.Client, rcv *receiver.Receiver, ids []string, limit time.Duration) (demoCounts, error) {
 	start := time.Now()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -282,11 +276,11 @@ func waitForJobs(ctx context.Context, out io.Writer, p *tasks.Client, rcv *demoR
 			}
 			counts.byStatus[j.Status]++
 			counts.polls += j.Polls
-			if j.Status.Final() && rcv.gotFinal(id) {
+			if _, announced := rcv.Final(id); j.Status.Final() && announced {
 				final++
 			}
 		}
-		delivered, _ := rcv.totals()
+		delivered, _ := rcv.Totals()
 		line := fmt.Sprintf("queued %d  requesting %d  generating %d  done %d  failed %d  timed_out %d  webhooks %d",
 			counts.byStatus[store.StatusQueued], counts.byStatus[store.StatusRequesting], counts.byStatus[store.StatusGenerating],
 			counts.byStatus[store.StatusDone], counts.byStatus[store.StatusFailed], counts.byStatus[store.StatusTimedOut], delivered)
@@ -306,57 +300,6 @@ func waitForJobs(ctx context.Context, out io.Writer, p *tasks.Client, rcv *demoR
 		case <-tick.C:
 		}
 	}
-}
-
-// demoReceiver is the webhook receiver of the demo: it verifies every
-// signature and counts verified deliveries.
-type demoReceiver struct {
-	secret webhook.Secret
-
-	mu        sync.Mutex
-	delivered int
-	rejected  int
-	finals    map[string]store.EventType // job id → final event received
-}
-
-func (r *demoReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-	if err != nil {
-		http.Error(w, "read error", http.StatusBadRequest)
-		return
-	}
-	if err := webhook.Verify(r.secret, req.Header, body, time.Now(), 5*time.Minute); err != nil {
-		r.mu.Lock()
-		r.rejected++
-		r.mu.Unlock()
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var ev store.EventBody
-	if err := json.Unmarshal(body, &ev); err != nil {
-		http.Error(w, "bad body", http.StatusBadRequest)
-		return
-	}
-	r.mu.Lock()
-	r.delivered++
-	if ev.Data.Status.Final() && ev.Type != store.EventProgress && ev.Type != store.EventAccepted {
-		r.finals[ev.Data.ID] = ev.Type
-	}
-	r.mu.Unlock()
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (r *demoReceiver) gotFinal(jobID string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.finals[jobID]
-	return ok
-}
-
-func (r *demoReceiver) totals() (delivered, rejected int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.delivered, r.rejected
 }
 
 // randomToken returns 16 random hex digits.
