@@ -134,7 +134,11 @@ type RequestState struct {
 	// IntentAt is set just before a POST and cleared once its outcome is
 	// known. Found set by a later attempt, it means a POST may have been
 	// accepted upstream: it is never sent again.
-	IntentAt   *time.Time `json:"intent_at,omitempty"`
+	IntentAt *time.Time `json:"intent_at,omitempty"`
+	// IntentID names the handler run that recorded the intent: only that
+	// run may POST, or clear the intent. Any other run that finds an
+	// intent cannot know what became of its POST, and reconciles.
+	IntentID   string     `json:"intent_id,omitempty"`
 	Outcome    string     `json:"outcome,omitempty"` // accepted, rejected or unknown
 	AcceptedAt *time.Time `json:"accepted_at,omitempty"`
 	LastError  string     `json:"last_error,omitempty"`

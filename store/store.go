@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -35,6 +36,10 @@ var (
 	ErrIllegalTransition = errors.New("illegal status transition")
 	// ErrContention means an update lost the compare-and-set too many times in a row.
 	ErrContention = errors.New("job update contention")
+	// ErrNotReplicated means a Durable change was committed on the primary
+	// but fewer than Options.MinReplicas replicas acknowledged it within
+	// Options.ReplicaTimeout: a failover now could lose it.
+	ErrNotReplicated = errors.New("change not acknowledged by enough replicas")
 )
 
 // Options configure a Store.
@@ -45,14 +50,23 @@ type Options struct {
 	Retention time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// MinReplicas is how many replicas must acknowledge a Durable change
+	// (Redis WAIT) before Update reports it committed; 0 (the default)
+	// waits for none. Replication is asynchronous: without this an
+	// acknowledged write can vanish when its primary fails over.
+	MinReplicas int
+	// ReplicaTimeout bounds that wait. Default 500ms.
+	ReplicaTimeout time.Duration
 }
 
 // Store reads and writes job records in Redis.
 type Store struct {
-	rdb       redis.UniversalClient
-	ns        string
-	retention time.Duration
-	now       func() time.Time
+	rdb            redis.UniversalClient
+	ns             string
+	retention      time.Duration
+	now            func() time.Time
+	minReplicas    int
+	replicaTimeout time.Duration
 }
 
 // New returns a Store on rdb.
@@ -66,7 +80,11 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Store{rdb: rdb, ns: opts.Namespace, retention: opts.Retention, now: opts.Now}
+	if opts.ReplicaTimeout <= 0 {
+		opts.ReplicaTimeout = 500 * time.Millisecond
+	}
+	return &Store{rdb: rdb, ns: opts.Namespace, retention: opts.Retention, now: opts.Now,
+		minReplicas: opts.MinReplicas, replicaTimeout: opts.ReplicaTimeout}
 }
 
 // Retention is how long finished jobs are kept.
@@ -106,6 +124,10 @@ type NewEvent struct {
 type Change struct {
 	Events []NewEvent
 	Outbox []OutboxEntry
+	// Durable asks Update to return only once Options.MinReplicas replicas
+	// hold the change, or ErrNotReplicated (the change stays committed on
+	// the primary: the caller decides what that means).
+	Durable bool
 }
 
 // Event is a stored webhook event: its id and the exact bytes sent for it.
@@ -157,10 +179,14 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 			return Job{}, false, "", err
 		}
 	}
-	if err := s.rdb.ZAdd(ctx, s.deadlineIndexKey(), redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}).Err(); err != nil {
+	// Indexed before the job exists, like the outbox, so that no job lives
+	// without a deadline backstop; NX, so that an idempotent repeat does not
+	// push back the deadline of the job it repeats (fixDeadlineIndex below
+	// settles the score once the script says which job is stored).
+	if err := s.rdb.ZAddNX(ctx, s.deadlineIndexKey(), redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}).Err(); err != nil {
 		return Job{}, false, "", fmt.Errorf("index job %s deadline: %w", job.ID, err)
 	}
-	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), len(outbox)}
+	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), newNonce(), len(outbox)}
 	for _, e := range outbox {
 		args = append(args, e.ID, e.Data)
 	}
@@ -168,7 +194,11 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	if err != nil {
 		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
 	}
-	if created, _ := res[0].(int64); created == 1 {
+	created, _ := res[0].(int64)
+	if mine, _ := sliceInt(res, 3); created == 1 || mine == 1 {
+		if err := s.fixDeadlineIndex(ctx, job, true); err != nil {
+			return job, true, fingerprint, err
+		}
 		if err := s.indexListing(ctx, job, ""); err != nil {
 			return job, true, fingerprint, err
 		}
@@ -181,6 +211,9 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	var stored Job
 	if err := json.Unmarshal([]byte(storedDoc), &stored); err != nil {
 		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
+	}
+	if err := s.fixDeadlineIndex(ctx, stored, false); err != nil {
+		return stored, false, storedFingerprint, err
 	}
 	// A repeat also repairs the listing a crashed creator may have missed.
 	if err := s.indexListing(ctx, stored, ""); err != nil {
@@ -241,12 +274,13 @@ func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.
 		}
 		j.UpdatedAt = now
 		committed, err := s.commit(ctx, j, version, change, now)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrNotReplicated) {
 			return Job{}, err
 		}
 		if !committed {
 			continue
 		}
+		replicationErr := err
 		if j.Status != before {
 			// Best effort: listings check each job's status as they read it.
 			_ = s.indexListing(ctx, j, before)
@@ -257,7 +291,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.
 			_ = s.rdb.ZRem(ctx, s.deadlineIndexKey(), j.ID).Err()
 			_ = s.rdb.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status))).Err()
 		}
-		return j, nil
+		return j, replicationErr
 	}
 	return Job{}, fmt.Errorf("update job %s: %w", id, ErrContention)
 }
@@ -267,7 +301,7 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 	if err != nil {
 		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), len(change.Events)}
+	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), len(change.Events)}
 	for _, e := range change.Events {
 		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j})
 		if err != nil {
@@ -288,12 +322,15 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 		}
 	}
 	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.outboxKey(j.ID), s.messagesKey(j.ID)}
-	res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
+	res, replicas, err := s.runUpdate(ctx, keys, args, change.Durable && s.minReplicas > 0)
 	if err != nil {
 		return false, fmt.Errorf("update job %s: %w", j.ID, err)
 	}
 	switch res {
 	case "ok":
+		if change.Durable && replicas < s.minReplicas {
+			return true, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
+		}
 		return true, nil
 	case "conflict":
 		return false, nil
@@ -303,6 +340,56 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 		return false, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
 	return false, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+}
+
+// runUpdate runs the update script; when durable, it also waits for the
+// replicas on the same connection: WAIT counts the replicas that reached
+// this connection's last write, so script and WAIT go in one pipeline to
+// the primary that owns the job's slot. A re-sent pipeline (a lost reply)
+// is harmless: the script recognises its nonce, and WAIT only waits.
+func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durable bool) (string, int, error) {
+	if !durable {
+		res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
+		return res, 0, err
+	}
+	var primary redis.Cmdable = s.rdb
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return "", 0, fmt.Errorf("find the primary of %s: %w", keys[0], err)
+		}
+		primary = node
+	}
+	pipe := primary.Pipeline()
+	script := updateScript.Eval(ctx, pipe, keys, args...)
+	wait := pipe.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", 0, err
+	}
+	res, err := script.Text()
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := wait.Int()
+	if err != nil {
+		return "", 0, fmt.Errorf("WAIT: %w", err)
+	}
+	return res, n, nil
+}
+
+// newNonce returns a value unique to one write attempt, by which a script
+// re-sent after a lost reply recognises its own earlier run.
+func newNonce() string {
+	return uuid.NewString()
+}
+
+// sliceInt reads element i of a script's array reply as an integer.
+func sliceInt(res []any, i int) (int64, bool) {
+	if i >= len(res) {
+		return 0, false
+	}
+	n, ok := res[i].(int64)
+	return n, ok
 }
 
 // ttl is how long a job's keys live from now: a finished job is kept for the
@@ -368,8 +455,11 @@ func (s *Store) AckOutbox(ctx context.Context, jobID string, ids ...string) erro
 	return nil
 }
 
+// indexOutbox scores the job's outbox index entry with the clock, raised
+// past its current score (index_outbox.lua): every index write changes the
+// score, which is what lets a flush's guarded drop tell a re-index.
 func (s *Store) indexOutbox(ctx context.Context, jobID string) error {
-	if err := s.rdb.ZAdd(ctx, s.outboxIndexKey(), redis.Z{Score: float64(s.now().UnixMilli()), Member: jobID}).Err(); err != nil {
+	if err := indexOutboxScript.Run(ctx, s.rdb, []string{s.outboxIndexKey()}, jobID, s.now().UnixMilli()).Err(); err != nil {
 		return fmt.Errorf("index outbox of job %s: %w", jobID, err)
 	}
 	return nil
@@ -388,7 +478,8 @@ func (s *Store) StaleOutboxes(ctx context.Context, before time.Time, limit int64
 }
 
 // DropOutboxIndex removes a job from the outbox index if its entry was not
-// refreshed since it was read (a refresh means a new outbox write).
+// refreshed since it was read (a refresh means a new outbox write). Safe to
+// re-run blindly: see zrem_if_score.lua.
 func (s *Store) DropOutboxIndex(ctx context.Context, e IndexEntry) error {
 	score := strconv.FormatFloat(e.Score, 'f', -1, 64)
 	if err := zremIfScoreScript.Run(ctx, s.rdb, []string{s.outboxIndexKey()}, e.JobID, score).Err(); err != nil {

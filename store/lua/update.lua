@@ -2,8 +2,15 @@
 -- one the writer read, and never move the status backwards or out of a final
 -- status. Events and outbox entries of the change are written atomically
 -- with it.
+--
+-- Every commit carries a nonce, fresh for each commit attempt, stored in the
+-- job's 'w' field. go-redis re-sends a script whose reply was lost to a
+-- network error; the re-run then finds the version moved on and the nonce
+-- its own, and answers 'ok' again instead of a 'conflict' that would make
+-- the writer apply its change a second time (a second event, a second
+-- outbox entry) or conclude that someone else got there first.
 -- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] outbox hash, KEYS[4] messages hash
--- ARGV: version, status, doc, ttl_ms, n_events, (event_id, body) * n_events,
+-- ARGV: version, status, doc, ttl_ms, nonce, n_events, (event_id, body) * n_events,
 --       n_outbox, (entry_id, data) * n_outbox
 local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
 local v = redis.call('HGET', KEYS[1], 'v')
@@ -11,6 +18,9 @@ if not v then
   return 'notfound'
 end
 if v ~= ARGV[1] then
+  if redis.call('HGET', KEYS[1], 'w') == ARGV[5] then
+    return 'ok'
+  end
   return 'conflict'
 end
 local old = redis.call('HGET', KEYS[1], 'status')
@@ -20,10 +30,10 @@ if old ~= new then
     return 'illegal'
   end
 end
-redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3])
+redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3], 'w', ARGV[5])
 local ttl = ARGV[4]
 redis.call('PEXPIRE', KEYS[1], ttl)
-local i = 5
+local i = 6
 local n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do
