@@ -33,6 +33,7 @@ type Metrics struct {
 	upstreamLatency  *prometheus.HistogramVec
 	upstreamLimited  prometheus.Counter
 	upstreamAuth     prometheus.Counter
+	budgetExhausted  *prometheus.CounterVec
 	webhookAttempts  *prometheus.CounterVec
 	webhookLatency   prometheus.Histogram
 	httpRequests     *prometheus.CounterVec
@@ -85,6 +86,10 @@ func New(src Sources) *Metrics {
 			Namespace: namespace, Name: "upstream_auth_faults_total",
 			Help: "CSM refusing our API key (401/403): a configuration fault.",
 		}),
+		budgetExhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "budget_exhausted_total",
+			Help: "Preview requests held back by the spending guard (PREVIEWD_MAX_PREVIEWS_PER_HOUR/_PER_DAY), by window.",
+		}, []string{"window"}),
 		webhookAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "webhook_deliveries_total",
 			Help: "Webhook delivery attempts by outcome (delivered, http_error, transport_error, gone, blocked).",
@@ -118,7 +123,7 @@ func New(src Sources) *Metrics {
 // own returns previewd's own process-local collectors.
 func (m *Metrics) own() []prometheus.Collector {
 	return []prometheus.Collector{m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests, m.upstreamLatency,
-		m.upstreamLimited, m.upstreamAuth, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency}
+		m.upstreamLimited, m.upstreamAuth, m.budgetExhausted, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency}
 }
 
 // Names lists the names of every metric previewd exports (histograms
@@ -161,6 +166,9 @@ func (m *Metrics) UpstreamCall(endpoint, outcome string, latency time.Duration) 
 
 // UpstreamRateLimited implements worker.Observer.
 func (m *Metrics) UpstreamRateLimited() { m.upstreamLimited.Inc() }
+
+// BudgetExhausted implements worker.Observer.
+func (m *Metrics) BudgetExhausted(window string) { m.budgetExhausted.WithLabelValues(window).Inc() }
 
 // UpstreamAuthFault implements worker.Observer.
 func (m *Metrics) UpstreamAuthFault() { m.upstreamAuth.Inc() }

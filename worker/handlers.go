@@ -2,9 +2,8 @@ package worker
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -24,6 +23,7 @@ type Store interface {
 	Message(ctx context.Context, jobID, msgID string) (store.Message, error)
 	CreateMessage(ctx context.Context, jobID string, m store.Message) error
 	SaveMessage(ctx context.Context, jobID string, m store.Message) error
+	UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *store.Message, found bool) ([]store.OutboxEntry, error)) (store.Message, error)
 	Endpoints(ctx context.Context) ([]store.Endpoint, error)
 	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
 	UpdateEndpoint(ctx context.Context, id string, fn func(e *store.Endpoint, now time.Time) error) (store.Endpoint, error)
@@ -35,7 +35,21 @@ type Store interface {
 // CSM is what the handlers need of the CSM client.
 type CSM interface {
 	GetSession(ctx context.Context, code string) (*csm.Session, error)
+	// AwaitTurn waits for the shared rate limit; RequestPreview does not,
+	// so that no wait sits between a recorded intent and its POST.
+	AwaitTurn(ctx context.Context) error
 	RequestPreview(ctx context.Context, code string, p csm.PreviewParams) (*csm.PreviewJob, error)
+}
+
+// Budget is the spending guard: how many previews may be requested per
+// hour and per day, across every worker.
+type Budget interface {
+	// Take counts the job's preview against the budget (once per job,
+	// however often it is called). When the budget is spent it returns
+	// how long to wait and which window is exhausted.
+	Take(ctx context.Context, jobID string) (wait time.Duration, window string, err error)
+	// Refund gives the job's count back: its POST was never accepted.
+	Refund(ctx context.Context, jobID string) error
 }
 
 // Sender delivers one webhook request.
@@ -63,6 +77,12 @@ type Handlers struct {
 	polling  PollPolicy
 	webhooks WebhookPolicy
 	metrics  Observer
+	budget   Budget // nil: no spending limit
+	// writeBudget bounds how long a must-happen write retries.
+	writeBudget time.Duration
+	// posts tracks preview POSTs in flight with their bookkeeping: they
+	// run detached from shutdown, and Run waits for them.
+	posts sync.WaitGroup
 }
 
 // PollPolicy sets the pace of polling.
@@ -89,199 +109,6 @@ func (h *Handlers) taskLogger(ctx context.Context, t *asynq.Task, jobID, session
 	retried, _ := asynq.GetRetryCount(ctx)
 	return h.log.With(zap.String("task_type", t.Type()), zap.String("task_id", id), zap.Int("attempt", retried+1),
 		zap.String("job_id", jobID), zap.String("session_code", session))
-}
-
-// RequestPreview sends the preview POST of a job, at most once ever.
-//
-// The intent is recorded before the POST and cleared only when the answer
-// proves CSM did not accept it (429, a rate-limit 400, a refused
-// connection...); then a retry may POST again. When the outcome is unknown
-// (a 5xx, a timeout or reset after the request was sent, a crash between
-// POST and write), the POST is never repeated: the job moves to generating
-// and polling looks for evidence of the preview in the session (see
-// PollPreview for what happens when none comes).
-func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
-	p, err := tasks.Decode[tasks.RequestPreview](t)
-	if err != nil {
-		return err
-	}
-	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode)
-	job, err := h.store.Get(ctx, p.JobID)
-	if errors.Is(err, store.ErrNotFound) {
-		log.Warn("job not found (expired or deleted); dropping task")
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if job.Status != store.StatusQueued && job.Status != store.StatusRequesting {
-		// A redelivery: finish what a crashed predecessor may have left.
-		return h.tasks.Flush(ctx, job.ID)
-	}
-	if !h.now().Before(job.Deadline) {
-		return h.finish(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded, "the preview could not be requested before the job's deadline")
-	}
-	if job.Request.IntentAt != nil {
-		return h.reconcile(ctx, log, job.ID, "an earlier attempt's preview POST has an unknown outcome")
-	}
-
-	// Read the session first: it gives the spin URL when the caller did not
-	// (turbo sessions require one), proves the session exists before we
-	// pay, and records the baseline that later tells our preview from an
-	// earlier generation's leftovers.
-	sess, err := h.csm.GetSession(ctx, job.SessionCode)
-	if err != nil {
-		return h.requestRefused(ctx, log, job.ID, err)
-	}
-	spin := job.SelectedSpin
-	if spin == "" {
-		if spin, err = spinURL(sess, job.SelectedSpinIndex); err != nil {
-			var notReady errSpinsNotReady
-			if errors.As(err, &notReady) {
-				log.Info("spins not ready yet; retrying", zap.String("upstream_status", sess.RawStatus()))
-				return err
-			}
-			return h.finish(ctx, log, job.ID, store.StatusFailed, store.CodeSpinUnavailable, err.Error())
-		}
-	}
-
-	var intentRecorded bool
-	job, err = h.store.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
-		intentRecorded = false
-		if (j.Status != store.StatusQueued && j.Status != store.StatusRequesting) || j.Request.IntentAt != nil {
-			return store.Change{}, store.ErrNoChange // canceled, or another attempt got here first
-		}
-		j.SetStatus(store.StatusRequesting, now, "")
-		j.SelectedSpin = spin
-		j.Request.IntentAt = &now
-		j.Request.Attempts++
-		j.Request.Outcome = ""
-		j.Request.BaselineStatus = sess.RawStatus()
-		j.Request.BaselineMeshes = sess.MeshFingerprint()
-		intentRecorded = true
-		return store.Change{}, nil
-	})
-	if err != nil {
-		return err
-	}
-	if !intentRecorded {
-		log.Info("job moved on before the POST; nothing to send", zap.String("status", string(job.Status)))
-		return h.tasks.Flush(ctx, job.ID)
-	}
-
-	params := csm.PreviewParams{SelectedSpinIndex: job.SelectedSpinIndex, SelectedSpin: spin, ScaledBBox: job.ScaledBBox, PivotPoint: job.PivotPoint}
-	start := time.Now()
-	pj, postErr := h.csm.RequestPreview(ctx, job.SessionCode, params)
-	h.metrics.UpstreamCall("request_preview", outcomeOf(postErr), time.Since(start))
-
-	bctx, cancel := bookkeeping(ctx)
-	defer cancel()
-	if postErr == nil {
-		return h.accepted(bctx, log, job.ID, pj)
-	}
-	var ce *csm.Error
-	if !errors.As(postErr, &ce) || ce.MaybeAccepted {
-		log.Warn("preview POST outcome unknown; it will not be re-sent", zap.Error(postErr))
-		return h.reconcile(bctx, log, job.ID, "preview POST outcome unknown ("+postErr.Error()+")")
-	}
-	// The answer proves CSM did not start a preview: clear the intent so a
-	// retry may POST again. If this write fails the intent stays, and the
-	// next attempt reconciles instead of POSTing: safe, never billed twice.
-	if _, err := h.store.Update(bctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
-		if j.Request.IntentAt == nil || j.Status != store.StatusRequesting {
-			return store.Change{}, store.ErrNoChange
-		}
-		j.Request.IntentAt = nil
-		j.Request.Outcome = store.OutcomeRejected
-		j.Request.LastError = postErr.Error()
-		return store.Change{}, nil
-	}); err != nil {
-		return err
-	}
-	return h.requestRefused(ctx, log, job.ID, postErr)
-}
-
-// requestRefused decides, once, what a failed call before or of a refused
-// POST means for the job: retry later, or fail it.
-func (h *Handlers) requestRefused(ctx context.Context, log *zap.Logger, jobID string, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err() // shutting down: asynq re-runs the task without counting a failure
-	}
-	var ce *csm.Error
-	if !errors.As(err, &ce) {
-		return err
-	}
-	switch {
-	case ce.Kind == csm.KindNotFound:
-		return h.finish(ctx, log, jobID, store.StatusFailed, store.CodeSessionNotFound, "CSM does not know this session")
-	case ce.Kind == csm.KindAuth:
-		h.metrics.UpstreamAuthFault()
-		log.Error("CSM refused our API key: check PREVIEWD_CSM_API_KEY; the job waits until its deadline", zap.Error(err))
-		return err
-	case ce.Kind == csm.KindRateLimited:
-		h.metrics.UpstreamRateLimited()
-		log.Warn("CSM rate limit; retrying", zap.Error(err), zap.Duration("retry_after", ce.RetryAfter))
-		return err
-	case ce.Retryable:
-		log.Warn("CSM call failed; retrying", zap.Error(err))
-		return err
-	}
-	return h.finish(ctx, log, jobID, store.StatusFailed, store.CodeUpstreamRejected, ce.Error())
-}
-
-// accepted records an accepted preview POST and starts the poll chain.
-func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, pj *csm.PreviewJob) error {
-	job, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
-		var change store.Change
-		j.UniqueTrialKey = pj.UniqueTrialKey
-		j.Request.IntentAt = nil
-		j.Request.Outcome = store.OutcomeAccepted
-		j.Request.AcceptedAt = &now
-		j.Request.LastError = ""
-		switch {
-		case j.Status == store.StatusRequesting:
-			j.SetUpstreamStatus(pj.Status, now)
-			j.SetStatus(store.StatusGenerating, now, "preview accepted by CSM")
-			h.schedulePoll(&change, j, now, 1)
-			tasks.Emit(&change, j, store.EventAccepted)
-		case j.Status == store.StatusGenerating:
-			// Reconciled meanwhile by another attempt: polling is running.
-			j.Note(now, "preview accepted by CSM")
-			tasks.Emit(&change, j, store.EventAccepted)
-		default:
-			j.Note(now, "preview accepted by CSM after the job ended")
-		}
-		return change, nil
-	})
-	if err != nil {
-		return err
-	}
-	log.Info("preview accepted", zap.String("unique_trial_key", job.UniqueTrialKey), zap.String("status", string(job.Status)))
-	return h.tasks.Flush(ctx, jobID)
-}
-
-// reconcile moves a job whose POST outcome is unknown to generating without
-// re-sending anything; polling then looks for evidence of the preview.
-func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason string) error {
-	_, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
-		if j.Status != store.StatusQueued && j.Status != store.StatusRequesting {
-			return store.Change{}, store.ErrNoChange
-		}
-		var change store.Change
-		if j.Request.IntentAt == nil {
-			j.Request.IntentAt = &now
-		}
-		j.Request.Outcome = store.OutcomeUnknown
-		j.Request.LastError = reason
-		j.SetStatus(store.StatusGenerating, now, "reconciling: "+reason+"; not re-sent, polling the session for evidence")
-		h.schedulePoll(&change, j, now, 1)
-		return change, nil
-	})
-	if err != nil {
-		return err
-	}
-	log.Warn("reconciling by polling", zap.String("reason", reason))
-	return h.tasks.Flush(ctx, jobID)
 }
 
 // finish moves a job to a final status (if it is not final yet) and fires
@@ -335,24 +162,4 @@ func (p PollPolicy) delay(polls int) time.Duration {
 	}
 	d *= 0.9 + 0.2*rand.Float64()
 	return max(time.Duration(d), time.Second)
-}
-
-type errSpinsNotReady struct{ status string }
-
-func (e errSpinsNotReady) Error() string {
-	return fmt.Sprintf("the session's spins are not ready (status %q)", e.status)
-}
-
-// spinURL picks the spin URL CSM's own SDK would send.
-func spinURL(s *csm.Session, index int) (string, error) {
-	if index < len(s.Spins) && s.Spins[index].ImageURL != "" {
-		return s.Spins[index].ImageURL, nil
-	}
-	switch s.RawStatus() {
-	case "spin_generate_processing", "in_progress", "queued":
-		return "", errSpinsNotReady{status: s.RawStatus()}
-	case "spin_generate_failed":
-		return "", errors.New("the session's spin generation failed")
-	}
-	return "", fmt.Errorf("the session has no spin %d (it has %d)", index, len(s.Spins))
 }

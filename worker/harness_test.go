@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -39,6 +40,12 @@ type harness struct {
 	csmTimeout time.Duration
 	deadline   time.Duration
 	log        *zap.Logger
+
+	// Optional parts of the workers newWorker builds.
+	workerRedis redis.UniversalClient        // default redis.Client: e.g. through a LossyProxy
+	minReplicas int                          // the workers' store.Options.MinReplicas
+	limiter     csm.Limiter                  // the CSM client's rate limiter
+	wrapCSM     func(*csm.Client) worker.CSM // wraps the real client, e.g. to inject a fault on its return
 }
 
 type harnessOption func(*harness)
@@ -49,6 +56,15 @@ func withCSMTimeout(d time.Duration) harnessOption {
 }
 func withGrace(d time.Duration) harnessOption {
 	return func(h *harness) { h.opts.Polling.ReconcileGrace = d }
+}
+
+// withRedisServer runs the harness on a Redis server of the test's own
+// (e.g. a primary with a replica) instead of the shared one.
+func withRedisServer(rs *testutil.RedisServer) harnessOption {
+	return func(h *harness) {
+		h.redis = &testutil.Redis{Client: rs.Client(), URL: rs.URL(), Namespace: h.redis.Namespace}
+		h.inspector = asynq.NewInspectorFromRedisClient(h.redis.Client)
+	}
 }
 
 func newHarness(t testing.TB, options ...harnessOption) *harness {
@@ -80,8 +96,8 @@ func newHarness(t testing.TB, options ...harnessOption) *harness {
 	for _, o := range options {
 		o(h)
 	}
-	h.producer = tasks.NewClient(r.Client, tasks.ClientOptions{
-		Namespace: r.Namespace, JobDeadline: h.deadline, AllowPrivateWebhooks: true,
+	h.producer = tasks.NewClient(h.redis.Client, tasks.ClientOptions{
+		Namespace: h.redis.Namespace, JobDeadline: h.deadline, AllowPrivateWebhooks: true,
 	})
 	h.store = h.producer.Store()
 	return h
@@ -90,17 +106,28 @@ func newHarness(t testing.TB, options ...harnessOption) *harness {
 // newWorker builds a worker talking to the simulator.
 func (h *harness) newWorker() *worker.Worker {
 	h.t.Helper()
-	client, err := csm.New(csm.Options{BaseURL: h.simURL, APIKey: testutil.SimAPIKey, Timeout: h.csmTimeout})
+	client, err := csm.New(csm.Options{BaseURL: h.simURL, APIKey: testutil.SimAPIKey, Timeout: h.csmTimeout, Limiter: h.limiter})
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	var upstream worker.CSM = client
+	if h.wrapCSM != nil {
+		upstream = h.wrapCSM(client)
+	}
+	rdb, st := h.redis.Client, h.store
+	if h.workerRedis != nil || h.minReplicas > 0 {
+		if h.workerRedis != nil {
+			rdb = h.workerRedis
+		}
+		st = store.New(rdb, store.Options{Namespace: h.redis.Namespace, MinReplicas: h.minReplicas})
 	}
 	secret, err := webhook.ParseSecret(h.secretText)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return worker.New(h.redis.Client, worker.Deps{
-		Store:  h.store,
-		CSM:    client,
+	return worker.New(rdb, worker.Deps{
+		Store:  st,
+		CSM:    upstream,
 		Sender: webhook.NewSender(webhook.SenderOptions{Timeout: 5 * time.Second, AllowPrivate: true}),
 		Signer: webhook.NewSigner(secret),
 	}, h.opts)

@@ -13,6 +13,9 @@ type Observer interface {
 	UpstreamCall(endpoint, outcome string, latency time.Duration)
 	UpstreamRateLimited()
 	UpstreamAuthFault()
+	// BudgetExhausted: a preview request waits for the spending guard's
+	// window ("hour" or "day").
+	BudgetExhausted(window string)
 	// JobFinished: a job reached a final status (called once per job by
 	// the process that finished it).
 	JobFinished(j store.Job)
@@ -34,6 +37,9 @@ func (NopObserver) UpstreamRateLimited() {}
 
 // UpstreamAuthFault implements Observer.
 func (NopObserver) UpstreamAuthFault() {}
+
+// BudgetExhausted implements Observer.
+func (NopObserver) BudgetExhausted(string) {}
 
 // JobFinished implements Observer.
 func (NopObserver) JobFinished(store.Job) {}

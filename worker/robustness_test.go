@@ -277,6 +277,8 @@ func (k *keySwitch) GetSession(ctx context.Context, code string) (*csm.Session, 
 	return k.good.GetSession(ctx, code)
 }
 
+func (k *keySwitch) AwaitTurn(ctx context.Context) error { return k.good.AwaitTurn(ctx) }
+
 func (k *keySwitch) RequestPreview(ctx context.Context, code string, p csm.PreviewParams) (*csm.PreviewJob, error) {
 	return k.good.RequestPreview(ctx, code, p)
 }

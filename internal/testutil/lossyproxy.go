@@ -1,0 +1,181 @@
+package testutil
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// LossyProxy is a TCP proxy in front of a Redis server that loses replies
+// for real: armed with a marker, it forwards the next command whose bytes
+// contain the marker, lets Redis run it, and then closes the client's
+// connection instead of relaying the reply. The client sees a network error
+// after the server acted, which is exactly when go-redis re-sends a command.
+// It can also make Redis unreachable for a while (an outage, a failover).
+type LossyProxy struct {
+	t        testing.TB
+	ln       net.Listener
+	upstream string
+
+	mu       sync.Mutex
+	markers  [][]byte // each loses one reply
+	outageTo time.Time
+	conns    map[net.Conn]struct{}
+	lost     int
+}
+
+// NewLossyProxy listens on a loopback port and forwards to upstream
+// (host:port). It closes when the test ends.
+func NewLossyProxy(t testing.TB, upstream string) *LossyProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &LossyProxy{t: t, ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+// Addr is the proxy's host:port.
+func (p *LossyProxy) Addr() string { return p.ln.Addr().String() }
+
+// LoseReplyTo arms the proxy: the next command containing marker runs on
+// Redis, and its reply is lost with the connection. Each call arms once.
+func (p *LossyProxy) LoseReplyTo(marker string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.markers = append(p.markers, []byte(marker))
+}
+
+// Lost reports how many replies the proxy has lost so far.
+func (p *LossyProxy) Lost() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
+}
+
+// Outage cuts every connection and refuses new ones for d.
+func (p *LossyProxy) Outage(d time.Duration) {
+	p.mu.Lock()
+	p.outageTo = time.Now().Add(d)
+	conns := make([]net.Conn, 0, len(p.conns))
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (p *LossyProxy) close() {
+	_ = p.ln.Close()
+	p.Outage(0)
+}
+
+func (p *LossyProxy) serve() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := time.Now().Before(p.outageTo)
+		if !down {
+			p.conns[client] = struct{}{}
+		}
+		p.mu.Unlock()
+		if down {
+			_ = client.Close()
+			continue
+		}
+		go p.pipe(client)
+	}
+}
+
+// pipe relays one client connection. Commands flow client → server; a
+// command that carries an armed marker sets loseNext, and the server's
+// next bytes (its reply) are dropped with both connections.
+func (p *LossyProxy) pipe(client net.Conn) {
+	defer p.forget(client)
+	server, err := net.DialTimeout("tcp", p.upstream, 2*time.Second)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.conns[server] = struct{}{}
+	p.mu.Unlock()
+	defer p.forget(server)
+
+	var loseNext sync.Mutex // held while a marked command's reply is awaited
+	var marked bool
+	go func() {
+		defer p.forget(server)
+		defer p.forget(client)
+		buf := make([]byte, 64<<10)
+		var tail []byte // the end of the previous read: a marker may straddle two
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				window := append(tail, buf[:n]...)
+				tail = append([]byte(nil), window[max(0, len(window)-256):]...)
+				if p.takeMarker(window) {
+					loseNext.Lock()
+					marked = true
+					loseNext.Unlock()
+				}
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			loseNext.Lock()
+			lose := marked
+			loseNext.Unlock()
+			if lose {
+				p.mu.Lock()
+				p.lost++
+				p.mu.Unlock()
+				return // the reply dies with the connection
+			}
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// takeMarker consumes the first armed marker found in b.
+func (p *LossyProxy) takeMarker(b []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, m := range p.markers {
+		if bytes.Contains(b, m) {
+			p.markers = append(p.markers[:i], p.markers[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (p *LossyProxy) forget(c net.Conn) {
+	_ = c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
