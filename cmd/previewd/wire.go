@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -77,6 +78,7 @@ func startProcess(ctx context.Context, e env, cfg config.Config) (process, func(
 		stop()
 		return process{}, nil, err
 	}
+	warnFewReplicas(ctx, cfg, rdb, log)
 	return process{ctx: ctx, log: log, rdb: rdb}, func() {
 		_ = rdb.Close()
 		stop()
@@ -84,30 +86,105 @@ func startProcess(ctx context.Context, e env, cfg config.Config) (process, func(
 	}, nil
 }
 
-// openRedis connects to the configured Redis (or Redis Cluster) and checks
-// that it answers.
+// openRedis connects to the configured Redis (one server, a Redis Cluster,
+// or the primary that Redis Sentinel names) and checks that it answers.
 func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
-	var rdb redis.UniversalClient
-	if cfg.RedisCluster {
-		opts, err := redis.ParseClusterURL(cfg.RedisURL.Reveal())
-		if err != nil {
-			return nil, fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
-		}
-		rdb = redis.NewClusterClient(opts)
-	} else {
-		opts, err := redis.ParseURL(cfg.RedisURL.Reveal())
-		if err != nil {
-			return nil, fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
-		}
-		rdb = redis.NewClient(opts)
+	rdb, where, err := newRedisClient(cfg)
+	if err != nil {
+		return nil, err
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s does not answer: %w", cfg.RedisURL, err)
+		return nil, fmt.Errorf("%s does not answer: %w", where, err)
 	}
 	return rdb, nil
+}
+
+// newRedisClient builds the client of the configured deployment and says
+// where it connects (without the password), for errors.
+func newRedisClient(cfg config.Config) (redis.UniversalClient, string, error) {
+	if cfg.RedisCluster {
+		opts, err := redis.ParseClusterURL(cfg.RedisURL.Reveal())
+		if err != nil {
+			return nil, "", fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
+		}
+		return redis.NewClusterClient(opts), "redis cluster at " + cfg.RedisURL.String(), nil
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL.Reveal())
+	if err != nil {
+		return nil, "", fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
+	}
+	if len(cfg.RedisSentinels) > 0 {
+		where := fmt.Sprintf("redis primary %q of sentinels %s", cfg.RedisMaster, strings.Join(cfg.RedisSentinels, ","))
+		return redis.NewFailoverClient(failoverOptions(opts, cfg.RedisMaster, cfg.RedisSentinels)), where, nil
+	}
+	return redis.NewClient(opts), "redis at " + cfg.RedisURL.String(), nil
+}
+
+// failoverOptions keeps everything the Redis URL says (credentials, DB,
+// TLS, timeouts, pool and retry settings) and takes the address from the
+// sentinels. ParseFailoverURL is not used: it reads the URL's user info as
+// the sentinels' credentials and its host as a sentinel, where previewd's
+// URL means the primary's.
+func failoverOptions(o *redis.Options, master string, sentinels []string) *redis.FailoverOptions {
+	return &redis.FailoverOptions{
+		MasterName:    master,
+		SentinelAddrs: sentinels,
+
+		ClientName:              o.ClientName,
+		Protocol:                o.Protocol,
+		Username:                o.Username,
+		Password:                o.Password,
+		DB:                      o.DB,
+		TLSConfig:               o.TLSConfig,
+		MaxRetries:              o.MaxRetries,
+		MinRetryBackoff:         o.MinRetryBackoff,
+		MaxRetryBackoff:         o.MaxRetryBackoff,
+		DialTimeout:             o.DialTimeout,
+		ReadTimeout:             o.ReadTimeout,
+		WriteTimeout:            o.WriteTimeout,
+		PoolFIFO:                o.PoolFIFO,
+		PoolSize:                o.PoolSize,
+		PoolTimeout:             o.PoolTimeout,
+		MinIdleConns:            o.MinIdleConns,
+		MaxIdleConns:            o.MaxIdleConns,
+		MaxActiveConns:          o.MaxActiveConns,
+		MaxConcurrentDials:      o.MaxConcurrentDials,
+		PipelinePoolSize:        o.PipelinePoolSize,
+		PipelineReadBufferSize:  o.PipelineReadBufferSize,
+		PipelineWriteBufferSize: o.PipelineWriteBufferSize,
+		ConnMaxIdleTime:         o.ConnMaxIdleTime,
+		ConnMaxLifetime:         o.ConnMaxLifetime,
+		ConnMaxLifetimeJitter:   o.ConnMaxLifetimeJitter,
+	}
+}
+
+// warnFewReplicas says at start-up when fewer replicas are connected than
+// PREVIEWD_REDIS_MIN_REPLICAS asks to acknowledge: no preview is requested
+// until there are enough, which otherwise looks like a stalled queue.
+func warnFewReplicas(ctx context.Context, cfg config.Config, rdb redis.UniversalClient, log *zap.Logger) {
+	if cfg.RedisMinReplicas == 0 || cfg.RedisCluster {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := rdb.Info(ctx, "replication").Result()
+	if err != nil {
+		log.Warn("could not count the primary's replicas", zap.Error(err))
+		return
+	}
+	n := -1
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			n, _ = strconv.Atoi(v)
+		}
+	}
+	if n < cfg.RedisMinReplicas {
+		log.Warn("fewer replicas are connected than PREVIEWD_REDIS_MIN_REPLICAS: no preview is requested until enough acknowledge its intent",
+			zap.Int("connected_replicas", n), zap.Int("min_replicas", cfg.RedisMinReplicas))
+	}
 }
 
 // newProducer returns the producer API configured like the workers.
@@ -163,7 +240,12 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 	if cfg.WebhookAllowPrivate {
 		log.Warn("PREVIEWD_WEBHOOK_ALLOW_PRIVATE is on: webhooks may reach loopback and private addresses; use it only for local development")
 	}
-	st := store.New(rdb, store.Options{Namespace: cfg.Namespace, Retention: cfg.Retention})
+	st := store.New(rdb, store.Options{
+		Namespace:      cfg.Namespace,
+		Retention:      cfg.Retention,
+		MinReplicas:    cfg.RedisMinReplicas,
+		ReplicaTimeout: cfg.RedisReplicaTimeout,
+	})
 	return worker.New(rdb, worker.Deps{
 		Store:  st,
 		CSM:    client,
