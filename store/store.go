@@ -328,6 +328,15 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 	}
 	switch res {
 	case "ok":
+		if len(change.Outbox) > 0 {
+			// Indexed again after the commit: a flush running meanwhile may
+			// have found the outbox still empty and dropped the entry made
+			// above; this one outlives it (every index write raises the
+			// score), so a crash before our own flush still leaves the
+			// sweeper a way to the entries. Best effort: the entry made
+			// before the commit covers the usual case.
+			_ = s.indexOutbox(ctx, j.ID)
+		}
 		if change.Durable && replicas < s.minReplicas {
 			return true, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
 		}
