@@ -46,6 +46,11 @@ type Config struct {
 	CSMTimeout   time.Duration
 	CSMRateLimit int // requests per second to CSM, shared by every worker; 0 disables it
 	CSMRateBurst int
+	// MaxPreviewsPerHour and MaxPreviewsPerDay are the spending guard:
+	// previews requested per clock hour and per day (UTC), counted across
+	// every worker; beyond them requests wait. 0 means no limit.
+	MaxPreviewsPerHour int
+	MaxPreviewsPerDay  int
 
 	// WebhookSecret signs webhooks to jobs' own webhook_url. During a
 	// rotation it holds several secrets (space or comma separated), the
@@ -133,6 +138,10 @@ var settings = []setting{
 		func(c *Config) *int { return &c.CSMRateLimit }),
 	intSetting("csm-rate-burst", "20", "burst allowed above the CSM rate limit",
 		func(c *Config) *int { return &c.CSMRateBurst }),
+	intSetting("max-previews-per-hour", "0", "spending guard: billed previews requested per clock hour, across all workers; beyond it requests wait (0 = no limit)",
+		func(c *Config) *int { return &c.MaxPreviewsPerHour }),
+	intSetting("max-previews-per-day", "0", "spending guard: billed previews requested per day (UTC), across all workers (0 = no limit)",
+		func(c *Config) *int { return &c.MaxPreviewsPerDay }),
 	secretSetting("webhook-secret", "Standard Webhooks signing secret (whsec_...); required by the worker",
 		func(c *Config) *Secret { return &c.WebhookSecret }),
 	durationSetting("webhook-timeout", "15s", "timeout of one webhook delivery attempt",
@@ -331,6 +340,12 @@ func (c Config) validate() []error {
 	}
 	if c.CSMRateLimit > 0 && c.CSMRateBurst < 1 {
 		bad("csm-rate-burst", "must be at least 1 when a rate limit is set")
+	}
+	if c.MaxPreviewsPerHour < 0 {
+		bad("max-previews-per-hour", "must not be negative")
+	}
+	if c.MaxPreviewsPerDay < 0 {
+		bad("max-previews-per-day", "must not be negative")
 	}
 	if len(c.WebhookRetrySchedule) == 0 || len(c.WebhookRetrySchedule) > 40 {
 		bad("webhook-retry-schedule", "must list 1 to 40 durations")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 )
 
@@ -25,6 +26,11 @@ func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	case errors.Is(err, context.Canceled):
 		// Cut short by a shutdown: let the next worker take it right away.
 		return time.Second
+	case errors.Is(err, store.ErrNotReplicated):
+		// The intent did not reach enough replicas: a replica is down or
+		// lagging, not an upstream fault. Look again soon, on a flat pace:
+		// a backoff would leave requests minutes behind a short outage.
+		return 2*time.Second + time.Duration(rand.Int64N(int64(time.Second)))
 	case errors.Is(err, errDestinationBusy):
 		// Snoozed: look again soon, spread so snoozed tasks do not return
 		// in a herd.

@@ -49,6 +49,12 @@ type Options struct {
 	Logger            *zap.Logger
 	Observer          Observer
 	Now               func() time.Time
+	// Budget is the spending guard (nil: none); see Budget.
+	Budget Budget
+	// WriteBudget bounds how long a write that must happen (what became of
+	// a preview POST) retries through Redis faults. Default 20s: longer
+	// than a Sentinel failover.
+	WriteBudget time.Duration
 }
 
 // Deps are the Worker's collaborators.
@@ -102,6 +108,9 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 		opts.SweepInterval = 15 * time.Second
 	}
 	opts.livenessDefaults()
+	if opts.WriteBudget <= 0 {
+		opts.WriteBudget = defaultWriteBudget
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -131,6 +140,9 @@ func New(rdb redis.UniversalClient, deps Deps, opts Options) *Worker {
 			polling:  opts.Polling,
 			webhooks: opts.Webhooks,
 			metrics:  opts.Observer,
+			budget:   opts.Budget,
+
+			writeBudget: opts.WriteBudget,
 		},
 	}
 }
@@ -198,6 +210,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	shutdown.Go(previews.Shutdown)
 	shutdown.Go(webhooks.Shutdown)
 	shutdown.Wait()
+	// Preview POSTs run detached from the drain (an answered POST must be
+	// recorded, not cut into an unknown outcome); wait for them.
+	w.handlers.posts.Wait()
 	stopLiveness()
 	wg.Wait()
 	w.log.Info("worker stopped")
@@ -227,9 +242,19 @@ func (w *Worker) server(baseCtx context.Context, queue string, concurrency int) 
 }
 
 // isFailure: a task cut short by shutdown did not fail, nor did a delivery
-// snoozed because its receiver is busy; neither spends a retry.
+// snoozed because its receiver is busy, nor a request waiting for the
+// spending budget or for its intent to reach the replicas; none spends a
+// retry (the job's deadline still bounds the wait).
 func isFailure(err error) bool {
-	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errDestinationBusy)
+	if err == nil {
+		return false
+	}
+	for _, wait := range []error{context.Canceled, errDestinationBusy, errBudgetExhausted, store.ErrNotReplicated} {
+		if errors.Is(err, wait) {
+			return false
+		}
+	}
+	return true
 }
 
 // guard is the middleware around every handler: a malformed task is
@@ -282,6 +307,11 @@ func (h *Handlers) handleError(ctx context.Context, t *asynq.Task, err error) {
 	id, _ := asynq.GetTaskID(ctx)
 	log := h.log.With(zap.String("task_type", t.Type()), zap.String("task_id", id), zap.String("job_id", jobID), zap.Int("attempt", retried+1))
 	log.Error("task given up", zap.Error(err))
+	if t.Type() == tasks.TypeDeliverWebhook || t.Type() == tasks.TypeFanoutWebhook {
+		// Its messages are settled as given up, never left pending.
+		h.giveUpMessages(ctx, log, t, retried+1, err)
+		return
+	}
 	if jobID == "" {
 		return
 	}

@@ -268,7 +268,17 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 		WebhookConcurrency: cfg.WebhookConcurrency,
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		JobDeadline:        cfg.JobDeadline,
+		Budget:             spendingGuard(cfg, rdb),
 		Logger:             log,
 		Observer:           obs,
 	}), nil
+}
+
+// spendingGuard returns the configured preview budget, or nil (a nil
+// interface, not a nil pointer) when there is no limit.
+func spendingGuard(cfg config.Config, rdb redis.UniversalClient) worker.Budget {
+	if cfg.MaxPreviewsPerHour <= 0 && cfg.MaxPreviewsPerDay <= 0 {
+		return nil
+	}
+	return store.NewBudget(rdb, cfg.Namespace, cfg.MaxPreviewsPerHour, cfg.MaxPreviewsPerDay, nil)
 }
