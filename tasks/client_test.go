@@ -737,3 +737,41 @@ func TestOutboxEntryID(t *testing.T) {
 		}
 	}
 }
+
+// TestEmitNamesEachFactOnce: an event's id is derived from the fact it
+// announces, so the same change applied twice emits the same id (one
+// webhook-id for receivers to deduplicate), and different facts differ.
+func TestEmitNamesEachFactOnce(t *testing.T) {
+	emit := func(j store.Job, typ store.EventType) string {
+		var c store.Change
+		tasks.Emit(&c, &j, typ)
+		if len(c.Events) != 1 || len(c.Outbox) != 1 {
+			t.Fatalf("Emit made %d events and %d outbox entries, want 1 and 1", len(c.Events), len(c.Outbox))
+		}
+		if !eventIDPattern.MatchString(c.Events[0].ID) {
+			t.Fatalf("event id %q, not evt_<32 hex>", c.Events[0].ID)
+		}
+		return c.Events[0].ID
+	}
+	job := store.Job{ID: testJobID, Polls: 3}
+	other := store.Job{ID: "0b9c7a52-6c4e-5f0e-9a55-3a4f1f2a8d11", Polls: 3}
+	later := job
+	later.Polls = 4
+	cases := []struct {
+		name        string
+		a, b        string
+		wantSameIDs bool
+	}{
+		{"accepted, twice", emit(job, store.EventAccepted), emit(job, store.EventAccepted), true},
+		{"the final event, whichever", emit(job, store.EventDone), emit(job, store.EventCanceled), true},
+		{"progress of one poll, twice", emit(job, store.EventProgress), emit(job, store.EventProgress), true},
+		{"progress of two polls", emit(job, store.EventProgress), emit(later, store.EventProgress), false},
+		{"accepted and final", emit(job, store.EventAccepted), emit(job, store.EventDone), false},
+		{"two jobs", emit(job, store.EventAccepted), emit(other, store.EventAccepted), false},
+	}
+	for _, tc := range cases {
+		if (tc.a == tc.b) != tc.wantSameIDs {
+			t.Errorf("%s: ids %s and %s, want same=%v", tc.name, tc.a, tc.b, tc.wantSameIDs)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,12 +187,38 @@ func NewEventID() string {
 	return "evt_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 }
 
+// eventIDSpace names the events of previewd jobs (a UUIDv5 namespace).
+var eventIDSpace = uuid.MustParse("6f1c2a4e-9a37-4d1b-8a55-2f0d8c7e91b3")
+
+// EventID returns the id of the event announcing one fact about a job: the
+// same fact always gets the same id, so a change applied twice (a re-sent
+// script, a re-run task) stores and sends one event, which receivers can
+// deduplicate by its webhook-id, never two.
+func EventID(jobID, fact string) string {
+	return "evt_" + strings.ReplaceAll(uuid.NewSHA1(eventIDSpace, []byte(jobID+"\x00"+fact)).String(), "-", "")
+}
+
+// eventFact names the fact an event of type t announces about j: being
+// accepted happens once, so does reaching a final status (whichever one:
+// exactly one final event per job), and each progress event is the news
+// of one poll's commit.
+func eventFact(j *store.Job, t store.EventType) string {
+	switch t {
+	case store.EventAccepted:
+		return string(t)
+	case store.EventProgress:
+		return string(t) + "/" + strconv.Itoa(j.Polls)
+	}
+	return "final"
+}
+
 // Emit adds events of the given types to change, each with the fan-out
 // task that will address it to its destinations (the job's webhook_url and
-// the endpoints subscribed to its type, as they are when it runs).
+// the endpoints subscribed to its type, as they are when it runs). Each
+// event's id is derived from the fact it announces (see EventID).
 func Emit(change *store.Change, j *store.Job, types ...store.EventType) {
 	for _, t := range types {
-		id := NewEventID()
+		id := EventID(j.ID, eventFact(j, t))
 		change.Events = append(change.Events, store.NewEvent{ID: id, Type: t})
 		change.Outbox = append(change.Outbox, OutboxEntry(FanoutWebhook{JobID: j.ID, EventID: id, EventType: string(t)}, time.Time{}))
 	}
