@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +18,11 @@ type MessageStatus string
 
 // Message statuses.
 const (
-	MessagePending   MessageStatus = "pending"   // not yet delivered; retries may follow
+	MessagePending   MessageStatus = "pending"   // not yet delivered; a delivery task owns it
 	MessageDelivered MessageStatus = "delivered" // a 2xx was received
-	MessageFailed    MessageStatus = "failed"    // given up: retries exhausted or not retryable
+	// MessageFailed: given up (retries exhausted, not retryable, or its
+	// task archived), with the reason; it can be replayed.
+	MessageFailed MessageStatus = "failed"
 )
 
 // Message is the delivery record of one event to one destination.
@@ -74,8 +77,9 @@ func (s *Store) Message(ctx context.Context, jobID, msgID string) (Message, erro
 	return m, nil
 }
 
-// SaveMessage writes a delivery record. One delivery task owns each message,
-// so records are written by one writer at a time.
+// SaveMessage writes a delivery record blindly. Only the delivery task that
+// owns a pending message writes it this way (one writer at a time); writes
+// that may race others go through UpdateMessage.
 func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error {
 	return s.writeMessage(ctx, recordMessageScript, "save", jobID, m)
 }
@@ -92,6 +96,71 @@ func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobI
 		return fmt.Errorf("%s message %s of job %s: %w", op, m.ID, jobID, err)
 	}
 	return nil
+}
+
+//go:embed lua/update_message.lua
+var updateMessageSource string
+
+var updateMessageScript = redis.NewScript(updateMessageSource)
+
+// ErrMessageContention means a message update lost its compare-and-set too
+// many times in a row.
+var ErrMessageContention = errors.New("message update contention")
+
+// UpdateMessage changes one delivery record through fn, a compare-and-set
+// on the record's exact bytes: fn gets the record as stored (found false,
+// and a zero Message, when there is none) and changes it; the result is
+// written, with the outbox entries fn returns, only if nobody wrote the
+// record meanwhile, else fn runs again on the fresh record. fn returning
+// ErrNoChange ends the update without writing. The outbox entries are
+// committed with the record and indexed for the sweeper, so a task they
+// carry is enqueued even if the caller's own enqueue never happens.
+func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *Message, found bool) ([]OutboxEntry, error)) (Message, error) {
+	for range maxUpdateAttempts {
+		old, err := s.rdb.HGet(ctx, s.messagesKey(jobID), msgID).Result()
+		found := err == nil
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Message{}, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
+		}
+		var m Message
+		if found {
+			if err := json.Unmarshal([]byte(old), &m); err != nil {
+				return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
+			}
+		}
+		outbox, err := fn(&m, found)
+		if errors.Is(err, ErrNoChange) {
+			return m, nil
+		}
+		if err != nil {
+			return m, err
+		}
+		m.ID = msgID
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return m, fmt.Errorf("encode message %s: %w", msgID, err)
+		}
+		if len(outbox) > 0 {
+			// Indexed before the write, as a job's commit does: a crash
+			// between the two leaves an index entry pointing at nothing.
+			if err := s.indexOutbox(ctx, jobID); err != nil {
+				return m, err
+			}
+		}
+		args := []any{msgID, old, raw, s.retention.Milliseconds(), len(outbox)}
+		for _, e := range outbox {
+			args = append(args, e.ID, e.Data)
+		}
+		keys := []string{s.messagesKey(jobID), s.jobKey(jobID), s.outboxKey(jobID)}
+		res, err := updateMessageScript.Run(ctx, s.rdb, keys, args...).Text()
+		if err != nil {
+			return m, fmt.Errorf("update message %s of job %s: %w", msgID, jobID, err)
+		}
+		if res == "ok" {
+			return m, nil
+		}
+	}
+	return Message{}, fmt.Errorf("update message %s of job %s: %w", msgID, jobID, ErrMessageContention)
 }
 
 // Messages returns every delivery record of a job, oldest event first.

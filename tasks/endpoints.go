@@ -181,30 +181,49 @@ func (c *Client) Message(ctx context.Context, msgID string) (store.Message, stri
 // ErrNotReplayable: the message is still pending; it is being delivered.
 var ErrNotReplayable = errors.New("message is pending delivery")
 
+// ErrEnqueuePending: the change is committed and its task waits in the
+// job's outbox, but enqueueing it failed; a worker's sweeper enqueues it.
+var ErrEnqueuePending = errors.New("committed; enqueue pending (a worker's sweeper will retry)")
+
 // Replay re-sends a stored message with its original id and body (and a
 // fresh signature): it becomes pending again and gets a delivery task of
 // its own. A pending message is left alone (ErrNotReplayable).
+//
+// The pending record and the replay's delivery task are committed together
+// (the task in the job's outbox), so a replay whose enqueue fails is not
+// left pending with no task: the sweeper enqueues it, and Replay says so
+// with ErrEnqueuePending beside the message. Two replays racing each other
+// make one replay.
 func (c *Client) Replay(ctx context.Context, msgID string) (store.Message, error) {
 	jobID, err := c.store.JobOfMessage(ctx, msgID)
 	if err != nil {
 		return store.Message{}, err
 	}
-	m, err := c.store.Message(ctx, jobID, msgID)
+	var pending bool
+	m, err := c.store.UpdateMessage(ctx, jobID, msgID, func(m *store.Message, found bool) ([]store.OutboxEntry, error) {
+		pending = false
+		if !found {
+			return nil, fmt.Errorf("message %s of job %s: %w", msgID, jobID, store.ErrNotFound)
+		}
+		if m.Status == store.MessagePending {
+			pending = true
+			return nil, store.ErrNoChange
+		}
+		m.Status, m.Reason = store.MessagePending, ""
+		m.Replays++
+		task := DeliverWebhook{JobID: jobID, EventID: m.EventID, EventType: string(m.EventType), Destination: m.Destination, Replay: m.Replays}
+		return []store.OutboxEntry{OutboxEntry(task, time.Time{})}, nil
+	})
 	if err != nil {
-		return store.Message{}, err
-	}
-	if m.Status == store.MessagePending {
-		return m, fmt.Errorf("message %s: %w", msgID, ErrNotReplayable)
-	}
-	m.Status, m.Reason = store.MessagePending, ""
-	m.Replays++
-	if err := c.store.SaveMessage(ctx, jobID, m); err != nil {
 		return m, err
 	}
-	err = c.enqueuer.Enqueue(ctx, DeliverWebhook{
-		JobID: jobID, EventID: m.EventID, EventType: string(m.EventType), Destination: m.Destination, Replay: m.Replays,
-	}, time.Time{})
-	return m, err
+	if pending {
+		return m, fmt.Errorf("message %s: %w", msgID, ErrNotReplayable)
+	}
+	if err := c.enqueuer.Flush(ctx, jobID); err != nil {
+		return m, fmt.Errorf("replay %d of message %s %w: %w", m.Replays, msgID, ErrEnqueuePending, err)
+	}
+	return m, nil
 }
 
 // ReplaySelection chooses messages to replay.
@@ -253,6 +272,9 @@ func (c *Client) ReplayMany(ctx context.Context, sel ReplaySelection) ([]store.M
 			continue
 		}
 		m, err = c.Replay(ctx, id)
+		if errors.Is(err, ErrEnqueuePending) {
+			out = append(out, m) // replayed; its task waits in the outbox
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue

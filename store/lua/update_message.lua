@@ -1,0 +1,38 @@
+-- Compare-and-set one webhook message's delivery record, expiring with its
+-- job, together with the outbox entries that must exist if and only if the
+-- new record does (a replay's delivery task).
+-- KEYS[1] messages hash, KEYS[2] job hash, KEYS[3] outbox hash
+-- ARGV: message_id, expected record ('' = no record), new record,
+--       fallback_ttl_ms, n_outbox, (entry_id, data) * n_outbox
+--
+-- A blind re-run (go-redis retrying after a lost reply) recognises itself:
+-- the record is then byte for byte the one this write carries, and the
+-- outbox entries went in with it in the same run, so it answers 'ok'
+-- without writing again. Any other record means another writer got there
+-- first: 'conflict', and the caller reloads and decides again.
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur == ARGV[3] then
+  return 'ok'
+end
+if not cur then
+  cur = ''
+end
+if cur ~= ARGV[2] then
+  return 'conflict'
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl <= 0 then
+  ttl = ARGV[4]
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+local n = tonumber(ARGV[5])
+local i = 6
+for _ = 1, n do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if n > 0 then
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return 'ok'
