@@ -74,18 +74,9 @@ func (h *Handlers) FanoutWebhook(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	var dests []string
-	if job.WebhookURL != "" && job.WebhookGoneAt == nil {
-		dests = append(dests, tasks.DestinationJob)
-	}
-	endpoints, err := h.store.Endpoints(ctx)
+	dests, err := h.destinations(ctx, job, store.EventType(p.EventType))
 	if err != nil {
 		return err
-	}
-	for _, ep := range endpoints {
-		if ep.Enabled && ep.Subscribed(store.EventType(p.EventType)) {
-			dests = append(dests, ep.ID)
-		}
 	}
 	now := h.now()
 	for _, dest := range dests {
@@ -93,6 +84,9 @@ func (h *Handlers) FanoutWebhook(ctx context.Context, t *asynq.Task) error {
 			ID: store.MessageID(p.EventID, dest), EventID: p.EventID, EventType: store.EventType(p.EventType),
 			Destination: dest, Status: store.MessagePending, CreatedAt: now,
 		}
+		// The message is created before its task is enqueued: a message
+		// that does not exist has no task, which is what settleFanout
+		// relies on when this task is given up.
 		if err := h.store.CreateMessage(ctx, p.JobID, msg); err != nil {
 			return err
 		}
@@ -110,6 +104,26 @@ func (h *Handlers) FanoutWebhook(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
+// destinations lists where an event goes: the job's webhook_url and every
+// enabled endpoint subscribed to its type. On an error it returns the
+// destinations it could list with the error.
+func (h *Handlers) destinations(ctx context.Context, job store.Job, typ store.EventType) ([]string, error) {
+	var dests []string
+	if job.WebhookURL != "" && job.WebhookGoneAt == nil {
+		dests = append(dests, tasks.DestinationJob)
+	}
+	endpoints, err := h.store.Endpoints(ctx)
+	if err != nil {
+		return dests, err
+	}
+	for _, ep := range endpoints {
+		if ep.Enabled && ep.Subscribed(typ) {
+			dests = append(dests, ep.ID)
+		}
+	}
+	return dests, nil
+}
+
 // destination is where a message goes and how it is signed.
 type destination struct {
 	url      string
@@ -120,6 +134,13 @@ type destination struct {
 // DeliverWebhook sends one message: a stored event to one destination.
 // Every attempt sends the event's id and exact body bytes, with a fresh
 // timestamp and signature, and is logged in the message's record.
+//
+// It keeps "every message ends delivered or failed, with the reason": a
+// settled message, or one a newer replay owns, is never sent again; the
+// settled record rides through a Redis outage, and if it still cannot be
+// written the task fails rather than leaving it pending (a delivery is
+// then re-sent with the same webhook-id; a give-up is settled by
+// handleError, as is any delivery task archived for another reason).
 func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	p, err := tasks.Decode[tasks.DeliverWebhook](t)
 	if err != nil {
@@ -153,6 +174,9 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	if msg.Status != store.MessagePending {
 		return nil // a duplicate task for a settled message
 	}
+	if p.Replay < msg.Replays {
+		return nil // a task of an earlier round; the replay's own task sends it
+	}
 
 	dest, reason, err := h.resolve(ctx, job, p.Destination)
 	if err != nil {
@@ -161,7 +185,11 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	if reason != "" {
 		msg.Status, msg.Reason = store.MessageFailed, reason
 		log.Info("webhook not sent", zap.String("reason", reason))
-		return h.saveMessage(ctx, p.JobID, msg)
+		if err := h.saveMessage(ctx, p.JobID, msg); err != nil {
+			// Archived: handleError settles the message with the reason.
+			return fmt.Errorf("%s (record not saved: %w): %w", reason, err, asynq.SkipRetry)
+		}
+		return nil
 	}
 
 	// Bound the deliveries in flight to this receiver, so that one that
@@ -215,12 +243,23 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		msg.Status, msg.Reason = store.MessageFailed, fmt.Sprintf("gave up after %d attempts", retried+1)
 	}
 	h.metrics.WebhookAttempt(deliveryOutcome(sendErr, de), res.Latency)
-	if err := h.saveMessage(ctx, p.JobID, msg); err != nil {
-		log.Warn("delivery record not saved", zap.Error(err))
-	}
+	saveErr := h.saveMessage(ctx, p.JobID, msg)
 	h.recordHealth(ctx, log, job.ID, dest, sendErr, de)
 
 	log = log.With(zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
+	switch {
+	case saveErr != nil && sendErr == nil:
+		// Delivered, but the record still says pending: run again. The
+		// receiver may get the event twice, with the same webhook-id.
+		log.Error("webhook delivered but its record not saved; it will be re-sent", zap.Error(saveErr))
+		return fmt.Errorf("delivery record of message %s not saved: %w", msgID, saveErr)
+	case saveErr != nil && msg.Status == store.MessageFailed:
+		// Archived: handleError settles the message with the reason.
+		log.Error("webhook given up but its record not saved", zap.String("reason", msg.Reason), zap.Error(saveErr))
+		return fmt.Errorf("%s (record not saved: %w): %w", msg.Reason, saveErr, asynq.SkipRetry)
+	case saveErr != nil:
+		log.Warn("delivery attempt not recorded", zap.Error(saveErr)) // still pending; the retry records its own
+	}
 	switch {
 	case sendErr == nil:
 		log.Info("webhook delivered")
@@ -322,10 +361,135 @@ func (h *Handlers) recordHealth(ctx context.Context, log *zap.Logger, jobID stri
 	}
 }
 
+// saveMessage writes a delivery record, riding through a Redis outage the
+// length of a failover: a record that says pending after its webhook was
+// delivered or given up would stay so, with no task to settle it.
 func (h *Handlers) saveMessage(ctx context.Context, jobID string, msg store.Message) error {
-	ctx, cancel := bookkeeping(ctx)
+	return rideThrough(ctx, func(ctx context.Context) error {
+		return h.store.SaveMessage(ctx, jobID, msg)
+	})
+}
+
+// Ride-through bounds: a Redis failover (Sentinel, Cluster) fails every
+// call for 2-5 s; retrying for a while longer covers it with a margin.
+const (
+	rideThroughBudget     = 20 * time.Second
+	rideThroughFirstPause = 100 * time.Millisecond
+	rideThroughMaxPause   = 2 * time.Second
+)
+
+// rideThrough runs write until it succeeds or rideThroughBudget is spent,
+// on a context detached from the task's (a shutdown must not cut a record
+// short). Only writes that are safe to repeat may ride: each try may have
+// landed with its reply lost. A missing job or message is final.
+func rideThrough(ctx context.Context, write func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rideThroughBudget)
 	defer cancel()
-	return h.store.SaveMessage(ctx, jobID, msg)
+	pause := rideThroughFirstPause
+	for {
+		err := write(ctx)
+		if err == nil || errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("gave up after %s: %w", rideThroughBudget, err)
+		case <-t.C:
+		}
+		pause = min(2*pause, rideThroughMaxPause)
+	}
+}
+
+// giveUpMessages settles what an archived delivery or fan-out task leaves
+// behind (a panic, retries exhausted, a record that could not be saved),
+// so that no message waits pending for a task that will never run:
+//   - a delivery: its message, if still pending in the task's round, is
+//     failed with the reason (and can be replayed);
+//   - a fan-out: each destination's message that was never created is
+//     created failed with the reason; one created but perhaps never
+//     enqueued gets its delivery task (task ids make that idempotent).
+func (h *Handlers) giveUpMessages(ctx context.Context, log *zap.Logger, t *asynq.Task, attempts int, cause error) {
+	reason := fmt.Sprintf("given up: the %s task was archived after %d attempts: %v", t.Type(), attempts, cause)
+	switch t.Type() {
+	case tasks.TypeDeliverWebhook:
+		p, err := tasks.Decode[tasks.DeliverWebhook](t)
+		if err != nil {
+			return // malformed: nothing to settle
+		}
+		msgID := store.MessageID(p.EventID, p.Destination)
+		err = rideThrough(ctx, func(ctx context.Context) error {
+			_, err := h.store.UpdateMessage(ctx, p.JobID, msgID, func(m *store.Message, found bool) ([]store.OutboxEntry, error) {
+				if !found {
+					*m = store.Message{EventID: p.EventID, EventType: store.EventType(p.EventType), Destination: p.Destination,
+						Status: store.MessagePending, CreatedAt: h.now(), Replays: p.Replay}
+				}
+				if m.Status != store.MessagePending || m.Replays != p.Replay {
+					return nil, store.ErrNoChange // settled, or a newer round owns it
+				}
+				m.Status, m.Reason = store.MessageFailed, reason
+				return nil, nil
+			})
+			return err
+		})
+		if err != nil {
+			log.Error("could not settle the message of a delivery given up", zap.String("message_id", msgID), zap.Error(err))
+		}
+	case tasks.TypeFanoutWebhook:
+		p, err := tasks.Decode[tasks.FanoutWebhook](t)
+		if err != nil {
+			return
+		}
+		if err := rideThrough(ctx, func(ctx context.Context) error { return h.settleFanout(ctx, log, p, reason) }); err != nil {
+			log.Error("could not settle the messages of a fan-out given up", zap.String("event_id", p.EventID), zap.Error(err))
+		}
+	}
+}
+
+// settleFanout does for an archived fan-out what it could not: every
+// destination it can list ends with a message that is settled or owned by
+// a delivery task. Each step is safe to repeat.
+func (h *Handlers) settleFanout(ctx context.Context, log *zap.Logger, p tasks.FanoutWebhook, reason string) error {
+	job, err := h.store.Get(ctx, p.JobID)
+	if err != nil {
+		return err // ErrNotFound: the job expired, nothing to settle
+	}
+	dests, listErr := h.destinations(ctx, job, store.EventType(p.EventType))
+	if listErr != nil {
+		// Settle those it can list (the job's own URL at least); the
+		// endpoints' messages are left to a replay by endpoint.
+		log.Warn("fan-out given up: endpoints not listed", zap.Error(listErr))
+	}
+	now := h.now()
+	for _, dest := range dests {
+		msg := store.Message{
+			ID: store.MessageID(p.EventID, dest), EventID: p.EventID, EventType: store.EventType(p.EventType),
+			Destination: dest, Status: store.MessageFailed, Reason: reason, CreatedAt: now,
+		}
+		// The fan-out creates a message before it enqueues its task, so a
+		// message that does not exist has no task: create it failed.
+		if err := h.store.CreateMessage(ctx, p.JobID, msg); err != nil {
+			return err
+		}
+		if dest != tasks.DestinationJob {
+			if err := h.store.IndexEndpointMessage(ctx, dest, msg.ID, now); err != nil {
+				return err
+			}
+		}
+		stored, err := h.store.Message(ctx, p.JobID, msg.ID)
+		if err != nil {
+			return err
+		}
+		if stored.Status == store.MessagePending {
+			if err := h.tasks.Enqueue(ctx, tasks.DeliverWebhook{
+				JobID: p.JobID, EventID: p.EventID, EventType: p.EventType, Destination: dest, Replay: stored.Replays,
+			}, time.Time{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // hostOf is the receiver a URL points at, for per-destination limits.
