@@ -33,7 +33,9 @@ func (s *Store) inflightKey(worker string) string {
 func (s *Store) supersededKey(taskID string) string { return s.ns + ":superseded:" + taskID }
 
 // InflightTask is what a worker records of a task while it runs it: enough
-// for another worker to enqueue a copy if this one dies.
+// for another worker to enqueue a copy if this one dies. A handler that
+// returned an error leaves the record, with ReturnedAt set, until asynq is
+// seen to have taken the task back.
 type InflightTask struct {
 	Type      string          `json:"type"`
 	Queue     string          `json:"queue"`
@@ -41,6 +43,11 @@ type InflightTask struct {
 	Retried   int             `json:"retried"`
 	MaxRetry  int             `json:"max_retry"`
 	StartedAt time.Time       `json:"started_at"`
+	// ReturnedAt is when the handler returned an error; RetryAt when asynq
+	// was to run the task again; Failed whether that return spends a retry.
+	ReturnedAt time.Time `json:"returned_at,omitzero"`
+	RetryAt    time.Time `json:"retry_at,omitzero"`
+	Failed     bool      `json:"failed,omitempty"`
 }
 
 // WorkerBeat is a registered worker and the time of its last beat by its
@@ -157,6 +164,18 @@ func (s *Store) StartTask(ctx context.Context, worker, taskID string, t Inflight
 		return "", fmt.Errorf("read supersession of task %s: %w", taskID, err)
 	}
 	return by, nil
+}
+
+// RecordTask (re)writes a worker's record of one task. Safe to repeat.
+func (s *Store) RecordTask(ctx context.Context, worker, taskID string, t InflightTask) error {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode in-flight task %s: %w", taskID, err)
+	}
+	if err := s.rdb.HSet(ctx, s.inflightKey(worker), taskID, raw).Err(); err != nil {
+		return fmt.Errorf("record in-flight task %s: %w", taskID, err)
+	}
+	return nil
 }
 
 // EndTask removes tasks from a worker's in-flight record. Safe to repeat.

@@ -118,20 +118,54 @@ type liveness struct {
 	client *asynq.Client
 	info   string // what the alive key holds, for operators: pid and host
 
+	inspectorOnce sync.Once
+	inspector     *asynq.Inspector
+
 	mu           sync.Mutex
-	running      map[string]int // task id → runs in this process now
-	healthySince time.Time      // zero while heartbeats fail
+	running      map[string]int                // task id → runs in this process now
+	returned     map[string]store.InflightTask // tasks whose handler returned an error, until asynq is seen to have them
+	healthySince time.Time                     // zero while heartbeats fail
 }
 
 func newLiveness(client *asynq.Client) *liveness {
 	host, _ := os.Hostname()
-	return &liveness{client: client, info: fmt.Sprintf("pid %d on %s", os.Getpid(), host), running: map[string]int{}}
+	return &liveness{client: client, info: fmt.Sprintf("pid %d on %s", os.Getpid(), host),
+		running: map[string]int{}, returned: map[string]store.InflightTask{}}
 }
 
 func (l *liveness) enter(taskID string) {
 	l.mu.Lock()
 	l.running[taskID]++
+	delete(l.returned, taskID) // running again: asynq did take it back
 	l.mu.Unlock()
+}
+
+func (l *liveness) noteReturned(taskID string, rec store.InflightTask) {
+	l.mu.Lock()
+	l.returned[taskID] = rec
+	l.mu.Unlock()
+}
+
+func (l *liveness) forgetReturned(taskID string) {
+	l.mu.Lock()
+	delete(l.returned, taskID)
+	l.mu.Unlock()
+}
+
+// returnedNotes copies the local notes of returned tasks.
+func (l *liveness) returnedNotes() map[string]store.InflightTask {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]store.InflightTask, len(l.returned))
+	for id, rec := range l.returned {
+		out[id] = rec
+	}
+	return out
+}
+
+func (w *Worker) inspector() *asynq.Inspector {
+	w.live.inspectorOnce.Do(func() { w.live.inspector = asynq.NewInspectorFromRedisClient(w.rdb) })
+	return w.live.inspector
 }
 
 func (l *liveness) leave(taskID string) {
@@ -165,9 +199,10 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 		maxRetry, _ := asynq.GetMaxRetry(ctx)
 		w.live.enter(id)
 		defer w.live.leave(id)
-		by, err := w.store.StartTask(ctx, w.opts.WorkerID, id, store.InflightTask{
+		rec := store.InflightTask{
 			Type: t.Type(), Queue: queue, Payload: t.Payload(), Retried: retried, MaxRetry: maxRetry, StartedAt: time.Now(),
-		})
+		}
+		by, err := w.store.StartTask(ctx, w.opts.WorkerID, id, rec)
 		if err != nil {
 			// Run it anyway: a task we cannot record is only rescued the
 			// slow way (asynq's recoverer) should this worker die now, and
@@ -183,6 +218,19 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 		}
 		bctx, cancel := bookkeeping(ctx)
 		defer cancel()
+		if by == "" && asynqMustRetry(err, retried, maxRetry) {
+			// asynq is to put the task back for a retry, and may fail to
+			// (see the package notes): keep the record, marked returned,
+			// until the rescue round sees asynq has it.
+			rec.ReturnedAt = time.Now()
+			rec.RetryAt = rec.ReturnedAt.Add(w.retryDelay(retried, err, t))
+			rec.Failed = isFailure(err)
+			w.live.noteReturned(id, rec)
+			if rerr := w.store.RecordTask(bctx, w.opts.WorkerID, id, rec); rerr != nil {
+				w.log.Warn("in-flight record not marked returned; the local note stands in", zap.String("task_id", id), zap.Error(rerr))
+			}
+			return err
+		}
 		if eerr := w.store.EndTask(bctx, w.opts.WorkerID, id); eerr != nil {
 			// The next rescue round's self-check removes it.
 			w.log.Warn("in-flight record not cleared", zap.String("task_id", id), zap.Error(eerr))
@@ -192,6 +240,22 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 		}
 		return err
 	})
+}
+
+// asynqMustRetry reports whether asynq is to move the task back to be run
+// again after the handler returned err (a retry or a snooze, not a
+// success, an archive or a shutdown's requeue). Only then can a failed
+// state update leave the task stranded as active. A requeue at shutdown is
+// left out: it keeps no failure time by which to tell a stranded task from
+// one already running elsewhere, and the worker's heartbeat ends with it.
+func asynqMustRetry(err error, retried, maxRetry int) bool {
+	switch {
+	case err == nil, errors.Is(err, asynq.SkipRetry), errors.Is(err, context.Canceled):
+		return false
+	case isFailure(err) && retried >= maxRetry:
+		return false // archived
+	}
+	return true
 }
 
 // startLiveness beats once (so that no task is tracked by a worker that
@@ -271,33 +335,96 @@ func (w *Worker) rescueLoop(ctx context.Context) {
 		// A round is bounded: acting on a view of the registry much older
 		// than a heartbeat's TTL would judge workers by stale facts.
 		rctx, cancel := context.WithTimeout(ctx, w.opts.DeadAfter)
-		if err := w.cleanOwnRecord(rctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("in-flight self-check failed", zap.Error(err))
-		}
+		var err error
 		if w.trusted() {
-			if _, err := w.Rescue(rctx); err != nil && ctx.Err() == nil {
-				w.log.Warn("rescue round failed", zap.Error(err))
-			}
+			_, err = w.Rescue(rctx)
+		} else {
+			_, err = w.checkOwnRecord(rctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("rescue round failed", zap.Error(err))
 		}
 		cancel()
 	}
 }
 
-// cleanOwnRecord removes from this worker's in-flight hash the tasks it no
-// longer runs (their handler returned but the removal failed), so that the
-// hash never outgrows the worker's concurrency.
-func (w *Worker) cleanOwnRecord(ctx context.Context) error {
+// returnSettle is how long after a handler's error return asynq is given
+// to record it before the task counts as stranded.
+const returnSettle = 2 * time.Second
+
+// checkOwnRecord goes through this worker's own in-flight record. A task it
+// no longer runs whose handler succeeded (its removal failed) is removed. A
+// task whose handler returned an error is checked in asynq: once asynq has
+// it back (retry, pending, gone, or active again after a recorded failure)
+// the record goes; if it is still active with no failure recorded since, asynq's
+// state update was lost and the task is stranded until asynq's recoverer,
+// a minute or more away: it gets a rescue copy, due when its retry was.
+func (w *Worker) checkOwnRecord(ctx context.Context) (int, error) {
 	recs, err := w.store.InflightTasks(ctx, w.opts.WorkerID)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	// A local note stands in for a record whose update failed.
+	for id, note := range w.live.returnedNotes() {
+		if rec, ok := recs[id]; !ok || rec.ReturnedAt.IsZero() {
+			recs[id] = note
+		}
+	}
+	log := w.log.With(zap.String("worker_id", w.opts.WorkerID))
 	var done []string
-	for id := range recs {
-		if !w.live.isRunning(id) {
+	var errs []error
+	var enqueued int
+	for id, rec := range recs {
+		switch {
+		case w.live.isRunning(id):
+			continue
+		case rec.ReturnedAt.IsZero():
+			done = append(done, id)
+			continue
+		case time.Since(rec.ReturnedAt) < returnSettle:
+			continue
+		}
+		created, settled, err := w.resolveReturned(ctx, log, w.opts.WorkerID, id, rec)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if created {
+			enqueued++
+		}
+		if settled {
 			done = append(done, id)
 		}
 	}
-	return w.store.EndTask(ctx, w.opts.WorkerID, done...)
+	if err := w.store.EndTask(ctx, w.opts.WorkerID, done...); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, id := range done {
+			w.live.forgetReturned(id)
+		}
+	}
+	return enqueued, errors.Join(errs...)
+}
+
+// resolveReturned settles the record of a task whose handler returned an
+// error: nothing to do when asynq has the task back, a rescue copy when it
+// is stranded as active.
+func (w *Worker) resolveReturned(ctx context.Context, log *zap.Logger, worker, id string, rec store.InflightTask) (created, settled bool, err error) {
+	info, err := w.inspector().GetTaskInfo(rec.Queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return false, true, nil
+	case err != nil:
+		return false, false, fmt.Errorf("look up returned task %s: %w", id, err)
+	case info.State != asynq.TaskStateActive:
+		return false, true, nil
+	case !info.LastFailedAt.IsZero() && info.LastFailedAt.Unix() >= rec.ReturnedAt.Unix():
+		return false, true, nil // recorded, and running again somewhere
+	}
+	log.Warn("task stranded as active after its handler returned (asynq's state update was lost); rescuing it",
+		zap.String("task_id", id), zap.Time("returned_at", rec.ReturnedAt))
+	created, err = w.rescueTask(ctx, log, worker, id, rec)
+	return created, err == nil, err
 }
 
 // Rescue does one rescue round: every registered worker other than this one
@@ -307,13 +434,14 @@ func (w *Worker) cleanOwnRecord(ctx context.Context) error {
 // at once. The rescue loop calls it only once this worker's own heartbeat
 // has been healthy for DeadAfter; a caller of its own must know as much.
 func (w *Worker) Rescue(ctx context.Context) (int, error) {
+	own, ownErr := w.checkOwnRecord(ctx)
 	beats, err := w.store.Workers(ctx)
 	if err != nil {
-		return 0, err
+		return own, errors.Join(ownErr, err)
 	}
 	beats = slices.DeleteFunc(beats, func(b store.WorkerBeat) bool { return b.ID == w.opts.WorkerID })
 	if len(beats) == 0 {
-		return 0, nil
+		return own, ownErr
 	}
 	ids := make([]string, len(beats))
 	for i, b := range beats {
@@ -321,10 +449,10 @@ func (w *Worker) Rescue(ctx context.Context) (int, error) {
 	}
 	alive, err := w.store.Alive(ctx, ids)
 	if err != nil {
-		return 0, err
+		return own, errors.Join(ownErr, err)
 	}
-	var enqueued int
-	var errs []error
+	enqueued := own
+	errs := []error{ownErr}
 	for _, b := range beats {
 		if alive[b.ID] {
 			continue
@@ -348,7 +476,17 @@ func (w *Worker) rescueWorker(ctx context.Context, b store.WorkerBeat) (int, err
 	var errs []error
 	var enqueued int
 	for taskID, rec := range recs {
-		created, err := w.rescueTask(ctx, log, b.ID, taskID, rec)
+		var created bool
+		var err error
+		if rec.ReturnedAt.IsZero() {
+			created, err = w.rescueTask(ctx, log, b.ID, taskID, rec) // it was running when the worker died
+		} else {
+			var settled bool
+			created, settled, err = w.resolveReturned(ctx, log, b.ID, taskID, rec)
+			if err == nil && !settled {
+				err = fmt.Errorf("returned task %s of dead worker %s not settled", taskID, b.ID)
+			}
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -393,7 +531,14 @@ func (w *Worker) rescueTask(ctx context.Context, log *zap.Logger, dead, taskID s
 	// the original's retry budget (the kill does not count).
 	opts := []asynq.Option{asynq.TaskID(rid), asynq.Retention(rescueRetention)}
 	if rec.MaxRetry > 0 {
-		opts = append(opts, asynq.MaxRetry(max(rec.MaxRetry-rec.Retried, 0)))
+		budget := rec.MaxRetry - rec.Retried
+		if rec.Failed {
+			budget-- // the failed run counts, as asynq would have counted it
+		}
+		opts = append(opts, asynq.MaxRetry(max(budget, 0)))
+	}
+	if rec.RetryAt.After(time.Now()) {
+		opts = append(opts, asynq.ProcessAt(rec.RetryAt)) // the retry's pacing (Retry-After) stands
 	}
 	_, err = w.live.client.EnqueueContext(ctx, task, opts...)
 	switch {

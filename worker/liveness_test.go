@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
@@ -259,4 +260,80 @@ func TestSupersededOriginalDoesNothing(t *testing.T) {
 		t.Errorf("%d preview POSTs inside the Retry-After window, want 1: the superseded original ran", n)
 	}
 	h.check(t, job.ID, code, store.StatusDone, "", 1, store.OutcomeAccepted, 0)
+}
+
+// strand leaves a pending task as asynq leaves one whose state update after
+// the handler's return was lost: active, under a lease nobody extends, with
+// no failure recorded. (asynq v0.26.0 retries that update with the task's
+// cancelled context, so only its recoverer would bring the task back.)
+func (h *harness) strand(queue, id string) {
+	h.t.Helper()
+	ctx := context.Background()
+	rdb := h.redis.Client
+	prefix := "asynq:{" + queue + "}:"
+	if n, err := rdb.LRem(ctx, prefix+"pending", 0, id).Result(); err != nil || n != 1 {
+		h.t.Fatalf("task %s not pending (%d, %v)", id, n, err)
+	}
+	if err := rdb.LPush(ctx, prefix+"active", id).Err(); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, prefix+"t:"+id, "state", "active").Err(); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, prefix+"lease", redis.Z{Score: float64(time.Now().Add(time.Hour).Unix()), Member: id}).Err(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestTaskStrandedAfterItsReturnIsRescued: a handler returned an error and
+// asynq's update that should have scheduled the retry was lost, so the task
+// sits active until asynq's recoverer (a minute or more). The worker's own
+// rescue round finds its record marked returned, sees the task stranded and
+// enqueues a copy; a returned task that asynq did take back gets none.
+func TestTaskStrandedAfterItsReturnIsRescued(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		stranded bool
+		copies   int
+	}{
+		{"stranded as active", true, 1},
+		{"taken back by asynq", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, fastLiveness)
+			ctx := context.Background()
+			code := "SESSION_STRANDED_" + testutil.RandomHex(4)
+			job := h.request(code, csmsim.SessionConfig{GenerationTime: time.Second})
+			req := tasks.RequestPreview{JobID: job.ID, SessionCode: code}
+			if tc.stranded {
+				h.strand(h.queues.Previews, req.TaskID())
+			}
+			w := h.newWorker()
+			raw := mustJSON(t, req)
+			returned := time.Now().Add(-5 * time.Second)
+			if err := h.store.RecordTask(ctx, w.ID(), req.TaskID(), store.InflightTask{
+				Type: req.TaskType(), Queue: h.queues.Previews, Payload: json.RawMessage(raw), Retried: 0, MaxRetry: 60,
+				StartedAt: returned.Add(-time.Second), ReturnedAt: returned, RetryAt: returned.Add(time.Second), Failed: true,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			n, err := w.Rescue(ctx)
+			if err != nil || n != tc.copies {
+				t.Fatalf("Rescue = %d, %v; want %d copies", n, err, tc.copies)
+			}
+			if recs, err := h.store.InflightTasks(ctx, w.ID()); err != nil || len(recs) != 0 {
+				t.Errorf("own record after the round: %v (err %v), want it settled", recs, err)
+			}
+			if tc.stranded {
+				c := h.taskInfo(h.queues.Previews, worker.RescueTaskID(req.TaskID(), w.ID()))
+				if c == nil || c.MaxRetry != 59 {
+					t.Fatalf("rescue copy %+v, want one with 60-0-1 retries left", c)
+				}
+			}
+			h.run(w)
+			h.check(t, job.ID, code, store.StatusDone, "", 1, store.OutcomeAccepted, 0)
+		})
+	}
 }

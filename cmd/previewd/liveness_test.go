@@ -182,7 +182,7 @@ func TestKilledWorkersJobsMoveAgainWithoutAsynqRecovery(t *testing.T) {
 	}
 	sort.Slice(moved, func(i, j int) bool { return moved[i] < moved[j] })
 	if len(moved) > 0 {
-		t.Logf("liveness: kill -9 → jobs moving again: p50 %.1fs max %.1fs over %d jobs (%d tasks rescued)",
+		t.Logf("liveness: kill -9 → jobs moving again: p50 %.1fs max %.1fs over %d jobs (the victim held %d tasks)",
 			moved[len(moved)/2].Seconds(), slices.Max(moved).Seconds(), len(moved), len(originals))
 	}
 
