@@ -30,6 +30,15 @@ package worker
 //     finds it superseded and returns at once: the task is done, no handler
 //     runs, and no retry of the job is spent. The copy inherits the
 //     original's remaining retry budget: a kill is not counted as a failure.
+//   - Stranded returns. A handler that returns an error leaves its record,
+//     marked returned (with when its retry was due), instead of removing
+//     it. The worker's own round (and a rescuer, if the worker dies) looks
+//     such a task up in asynq a couple of seconds later: back in a queue,
+//     gone, or active again with the failure recorded → the record goes;
+//     still active with no failure recorded → asynq's state update was
+//     lost, and a copy is enqueued, due when the retry was, with the
+//     failed run counted. Cost: one HSET per error return and one lookup
+//     per record that outlives returnSettle.
 //
 // A rescue never relies on being right about death. A worker that is only
 // slow (a long GC pause, a partition from Redis longer than DeadAfter) has
