@@ -102,3 +102,16 @@ func FuzzDecodeDeliverWebhook(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) { fuzzDecode[tasks.DeliverWebhook](t, raw) })
 }
+
+func FuzzDecodeFanoutWebhook(f *testing.F) {
+	for _, s := range []string{
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"preview.done"}`,
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":""}`,
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"preview.done","destination":"job"}`,
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_xyz","event_type":"preview.done"}`,
+		`{"event_type":"preview.done"}`, `{}`, `[`, "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) { fuzzDecode[tasks.FanoutWebhook](t, raw) })
+}

@@ -1,0 +1,89 @@
+package csm_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/previewd/previewd/csm"
+)
+
+// FuzzPreviewReply: whatever CSM answers to the billed POST (any status, any
+// Retry-After, any body), the client neither panics nor reports success
+// without a trial key, and a failure is a *csm.Error with a kind, a wait of
+// at most an hour and no API key in its text.
+func FuzzPreviewReply(f *testing.F) {
+	f.Add(uint16(200), "", []byte(`{"message":"Generating Mesh","data":{"scenario":"SESSION_1","unique_trial_key":"k","status":"unprocessed"}}`))
+	f.Add(uint16(200), "", []byte(`{"statusCode":500,"error":"boom"}`))
+	f.Add(uint16(429), "120", []byte(`{"message":"too many requests"}`))
+	f.Add(uint16(503), "Wed, 21 Oct 2099 07:28:00 GMT", []byte(`<html>`))
+	f.Add(uint16(400), "", []byte(`{"message":"rate limit exceeded"}`))
+	f.Add(uint16(408), "-1", []byte(``))
+	f.Add(uint16(302), "", []byte(`moved`))
+
+	const key = "fuzz-api-key-0123456789"
+	var mu sync.Mutex // one input at a time per worker process
+	var status int
+	var retryAfter string
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(body)
+	}))
+	f.Cleanup(srv.Close)
+	c, err := csm.New(csm.Options{BaseURL: srv.URL, APIKey: key, Timeout: 5 * time.Second})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, code uint16, ra string, b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		// net/http only writes statuses 200..999 as given; informational
+		// ones would leave the exchange open.
+		status, retryAfter, body = 200+int(code)%400, ra, b
+		if strings.ContainsAny(ra, "\r\n\x00") || !validHeaderValue(ra) {
+			retryAfter = ""
+		}
+		job, err := c.RequestPreview(context.Background(), "SESSION_1", csm.PreviewParams{})
+		if err == nil {
+			if job == nil || job.UniqueTrialKey == "" {
+				t.Fatalf("success without a trial key: %+v", job)
+			}
+			if status < 200 || status > 299 {
+				t.Fatalf("status %d reported as success", status)
+			}
+			return
+		}
+		var ce *csm.Error
+		if !errors.As(err, &ce) {
+			t.Fatalf("error %v is not a *csm.Error", err)
+		}
+		if ce.Kind == "" {
+			t.Fatalf("error %v has no kind", err)
+		}
+		if ce.RetryAfter < 0 || ce.RetryAfter > time.Hour {
+			t.Fatalf("RetryAfter = %v, want 0..1h", ce.RetryAfter)
+		}
+		if strings.Contains(err.Error(), key) {
+			t.Fatalf("error shows the API key: %v", err)
+		}
+	})
+}
+
+// validHeaderValue reports whether net/http will send v as a header value.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < 0x20 && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}

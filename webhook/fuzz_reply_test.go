@@ -1,0 +1,83 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/previewd/previewd/webhook"
+)
+
+// FuzzReceiverReply: whatever a receiver answers (any status, Retry-After
+// and body), Send does not panic, succeeds exactly on a 2xx, keeps at most
+// 256 bytes of valid UTF-8 of the body, clamps Retry-After to [0, 24h], and
+// reports a failure as a *DeliveryError that is Gone exactly on a 410.
+func FuzzReceiverReply(f *testing.F) {
+	f.Add(uint16(0), "", []byte("ok"))
+	f.Add(uint16(10), "", []byte{})
+	f.Add(uint16(102), "", []byte("moved"))
+	f.Add(uint16(210), "", []byte("gone"))
+	f.Add(uint16(229), "99999999999999999999", []byte("slow down"))
+	f.Add(uint16(303), "Wed, 21 Oct 2099 07:28:00 GMT", []byte("\xff\xfe broken utf-8"))
+	f.Add(uint16(300), "-5", make([]byte, 70<<10))
+
+	var mu sync.Mutex // one input at a time per worker process
+	var status int
+	var retryAfter string
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(body)
+	}))
+	f.Cleanup(srv.Close)
+	secret, err := webhook.GenerateSecret()
+	if err != nil {
+		f.Fatal(err)
+	}
+	parsed, err := webhook.ParseSecret(secret)
+	if err != nil {
+		f.Fatal(err)
+	}
+	signer := webhook.NewSigner(parsed)
+	sender := webhook.NewSender(webhook.SenderOptions{Timeout: 5 * time.Second, AllowPrivate: true})
+	f.Fuzz(func(t *testing.T, code uint16, ra string, b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		status, retryAfter, body = 200+int(code)%400, ra, b
+		for i := 0; i < len(ra); i++ {
+			if c := ra[i]; c < 0x20 && c != '\t' || c == 0x7f {
+				retryAfter = "" // net/http would refuse to send it
+				break
+			}
+		}
+		res, err := sender.Send(context.Background(), srv.URL, signer, webhook.Message{ID: "msg_fuzz", Body: []byte(`{}`)}, time.Now())
+		if len(res.ResponsePrefix) > 256 || !utf8.ValidString(res.ResponsePrefix) {
+			t.Fatalf("response prefix of %d bytes, valid UTF-8 %v", len(res.ResponsePrefix), utf8.ValidString(res.ResponsePrefix))
+		}
+		if res.RetryAfter < 0 || res.RetryAfter > 24*time.Hour {
+			t.Fatalf("RetryAfter = %v, want 0..24h", res.RetryAfter)
+		}
+		ok := status >= 200 && status <= 299
+		if (err == nil) != ok {
+			t.Fatalf("status %d: Send = %v", status, err)
+		}
+		if err == nil {
+			return
+		}
+		var de *webhook.DeliveryError
+		if !errors.As(err, &de) {
+			t.Fatalf("error %v is not a *DeliveryError", err)
+		}
+		if de.Gone != (status == http.StatusGone) || de.StatusCode != status {
+			t.Fatalf("status %d: Gone %v, StatusCode %d", status, de.Gone, de.StatusCode)
+		}
+	})
+}
