@@ -15,6 +15,9 @@ type JobRecord struct {
 	// Accepted is how many preview POSTs the simulator accepted (billed)
 	// for the session, including those whose reply was lost.
 	Accepted int
+	// PostsSeen is how many preview POSTs reached the simulator at all,
+	// accepted or refused.
+	PostsSeen int
 	// MeshServed: the simulator answered a session read that showed the
 	// preview mesh ready, so a worker learned the job is done.
 	MeshServed bool
@@ -51,6 +54,13 @@ type Verdict struct {
 	Duplicates      int
 	MissingFinal    int
 	DifferingBodies int
+	// Unsent counts jobs that ended failed as preview_unconfirmed although
+	// no POST of theirs ever reached CSM: a worker died between recording
+	// its intent and writing the POST, so no later attempt could know the
+	// POST was never sent, and none re-sent it. Nothing was billed and the
+	// job reached a final status with its final webhook, so the promise
+	// held; the count is reported, not failed (see the README).
+	Unsent          int
 	Kills           int
 	RedisRestarts   int
 	RecoveryP50     time.Duration
@@ -80,6 +90,11 @@ func Judge(obs Observations) Verdict {
 		detail := fmt.Sprintf("session %s: %d accepted POSTs, final webhook %s", j.Session, j.Accepted, orNone(j.Final))
 		if j.FinalError != "" {
 			detail += " (" + j.FinalError + ")"
+		}
+		if j.Final == "preview.failed" && j.FinalError == "preview_unconfirmed" && j.Accepted == 0 && j.PostsSeen == 0 {
+			v.Unsent++
+			v.Problems = append(v.Problems, Problem{"unconfirmed, never sent", j.ID, detail + ", no POST reached CSM"})
+			continue
 		}
 		if j.MeshServed {
 			v.MissingFinal++

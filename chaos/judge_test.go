@@ -45,6 +45,20 @@ func TestJudge(t *testing.T) {
 			wantFail: true, wantWhat: []string{"lost"},
 		},
 		{
+			name: "job failed unconfirmed with no POST ever sent is reported, not lost",
+			obs: Observations{Jobs: []JobRecord{done("a"),
+				{ID: "b", Session: "S_b", Final: "preview.failed", FinalError: "preview_unconfirmed"}}},
+			wantLine: "chaos: 2 jobs, 0 lost, 0 duplicate preview posts, 0 missing final webhooks, 0 webhook ids with differing bodies, 0 kills, 0 redis restarts, recovery p50 0.0s max 0.0s",
+			wantWhat: []string{"unconfirmed, never sent"},
+		},
+		{
+			name: "job failed unconfirmed after a refused POST is lost",
+			obs: Observations{Jobs: []JobRecord{
+				{ID: "a", Session: "S_a", PostsSeen: 1, Final: "preview.failed", FinalError: "preview_unconfirmed"}}},
+			wantLine: "chaos: 1 jobs, 1 lost, 0 duplicate preview posts, 0 missing final webhooks, 0 webhook ids with differing bodies, 0 kills, 0 redis restarts, recovery p50 0.0s max 0.0s",
+			wantFail: true, wantWhat: []string{"lost"},
+		},
+		{
 			name: "job failed unconfirmed although billed is lost",
 			obs: Observations{Jobs: []JobRecord{
 				{ID: "a", Session: "S_a", Accepted: 1, Final: "preview.failed", FinalError: "preview_unconfirmed"}}},

@@ -649,6 +649,11 @@ func (r *run) judge() Verdict {
 	for _, j := range jobs {
 		rec := JobRecord{ID: j.id, Session: j.session, Accepted: r.sim.AcceptedPreviews(j.session), MeshServed: r.front.meshServed(j.session)}
 		t := Track{JobID: j.id, Contacts: r.front.track(j.session)}
+		for _, c := range t.Contacts {
+			if c.Post {
+				rec.PostsSeen++
+			}
+		}
 		if f, ok := r.rcv.Final(j.id); ok {
 			rec.Final, rec.FinalError, t.FinalAt = string(f.Type), f.ErrorCode, f.At
 		}
@@ -751,6 +756,9 @@ func (r *run) report(v Verdict) {
 				r.logf("    %s", line)
 			}
 		}
+	}
+	if v.Unsent > 0 {
+		r.logf("%d jobs ended preview_unconfirmed with no POST ever reaching CSM: their worker died between recording the intent and writing the POST (nothing billed, final webhook sent)", v.Unsent)
 	}
 	r.outMu.Lock()
 	defer r.outMu.Unlock()
