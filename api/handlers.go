@@ -238,7 +238,13 @@ func (s *Server) previewWebhooks(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) replayMessage(w http.ResponseWriter, r *http.Request) {
 	m, err := s.control.Replay(r.Context(), r.PathValue("id"))
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, tasks.ErrEnqueuePending):
+		// The replay is committed with its task in the job's outbox; a
+		// worker's sweeper enqueues it. The message is pending either way.
+		s.log.Warn("replay committed, enqueue pending", zap.String("message_id", m.ID), zap.Error(err))
+	default:
 		s.writeControlError(w, r, err, "message")
 		return
 	}

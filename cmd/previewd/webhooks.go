@@ -279,10 +279,15 @@ func webhooksReplay(ctx context.Context, e env, args []string) error {
 		}
 		if *msgID != "" {
 			m, err := c.Replay(ctx, *msgID)
-			if err != nil {
+			if err != nil && !errors.Is(err, tasks.ErrEnqueuePending) {
 				return notFound(err, "message", *msgID)
 			}
-			return printJSON(e.stdout, []store.Message{m}, true)
+			// A replay whose enqueue is pending is committed: show it, and
+			// the error that says a sweeper will enqueue it.
+			if perr := printJSON(e.stdout, []store.Message{m}, true); perr != nil {
+				return perr
+			}
+			return err
 		}
 		sel := tasks.ReplaySelection{JobID: *jobID, EndpointID: *endpointID, All: *all}
 		if *endpointID != "" {
