@@ -215,3 +215,16 @@ func (s *Store) Supersede(ctx context.Context, taskID, by string, ttl time.Durat
 	}
 	return nil
 }
+
+// SupersededBy returns the rescue copy that superseded task taskID, or ""
+// when none did.
+func (s *Store) SupersededBy(ctx context.Context, taskID string) (string, error) {
+	by, err := s.rdb.Get(ctx, s.supersededKey(taskID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read supersession of task %s: %w", taskID, err)
+	}
+	return by, nil
+}

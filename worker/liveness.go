@@ -132,6 +132,8 @@ type liveness struct {
 
 	mu           sync.Mutex
 	running      map[string]int                // task id → runs in this process now
+	orphans      map[string]time.Time          // active tasks no worker records, since when (see orphans.go)
+	rounds       int                           // rescue rounds done, to space orphan scans
 	returned     map[string]store.InflightTask // tasks whose handler returned an error, until asynq is seen to have them
 	healthySince time.Time                     // zero while heartbeats fail
 }
@@ -449,6 +451,15 @@ func (w *Worker) Rescue(ctx context.Context) (int, error) {
 		return own, errors.Join(ownErr, err)
 	}
 	beats = slices.DeleteFunc(beats, func(b store.WorkerBeat) bool { return b.ID == w.opts.WorkerID })
+	w.live.mu.Lock()
+	w.live.rounds++
+	scan := w.live.rounds%orphanScanEvery == 0
+	w.live.mu.Unlock()
+	if scan {
+		n, err := w.rescueOrphans(ctx, beats)
+		own += n
+		ownErr = errors.Join(ownErr, err)
+	}
 	if len(beats) == 0 {
 		return own, ownErr
 	}
