@@ -339,7 +339,9 @@ func TestIntentWithdrawalRidesThroughAnOutage(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, withGrace(3*time.Second))
 	proxy := lossyRedis(t, h)
-	h.wrapCSM = func(c *csm.Client) worker.CSM { return &outageOnRefusal{Client: c, proxy: proxy, for_: 3 * time.Second} }
+	h.wrapCSM = func(c *csm.Client) worker.CSM {
+		return &outageOnRefusal{Client: c, proxy: proxy, for_: 3 * time.Second}
+	}
 	h.start()
 	code := "SESSION_OUTAGE_" + testutil.RandomHex(4)
 	job := h.request(code, withFaults(csmsim.SessionConfig{GenerationTime: time.Second},
