@@ -318,14 +318,14 @@ func TestNoWaitBetweenIntentAndPost(t *testing.T) {
 type outageOnRefusal struct {
 	*csm.Client
 	proxy *testutil.LossyProxy
-	for_  time.Duration
+	outage  time.Duration
 	once  sync.Once
 }
 
 func (o *outageOnRefusal) RequestPreview(ctx context.Context, code string, p csm.PreviewParams) (*csm.PreviewJob, error) {
 	pj, err := o.Client.RequestPreview(ctx, code, p)
 	if err != nil {
-		o.once.Do(func() { o.proxy.Outage(o.for_) })
+		o.once.Do(func() { o.proxy.Outage(o.outage) })
 	}
 	return pj, err
 }
@@ -340,7 +340,7 @@ func TestIntentWithdrawalRidesThroughAnOutage(t *testing.T) {
 	h := newHarness(t, withGrace(3*time.Second))
 	proxy := lossyRedis(t, h)
 	h.wrapCSM = func(c *csm.Client) worker.CSM {
-		return &outageOnRefusal{Client: c, proxy: proxy, for_: 3 * time.Second}
+		return &outageOnRefusal{Client: c, proxy: proxy, outage: 3 * time.Second}
 	}
 	h.start()
 	code := "SESSION_OUTAGE_" + testutil.RandomHex(4)
