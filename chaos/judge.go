@@ -60,12 +60,12 @@ type Verdict struct {
 	// POST was never sent, and none re-sent it. Nothing was billed and the
 	// job reached a final status with its final webhook, so the promise
 	// held; the count is reported, not failed (see the README).
-	Unsent          int
-	Kills           int
-	RedisRestarts   int
-	RecoveryP50     time.Duration
-	RecoveryMax     time.Duration
-	Problems        []Problem
+	Unsent        int
+	Kills         int
+	RedisRestarts int
+	RecoveryP50   time.Duration
+	RecoveryMax   time.Duration
+	Problems      []Problem
 }
 
 // Every session of a run is made to succeed, so a job whose user is not

@@ -317,9 +317,9 @@ func TestNoWaitBetweenIntentAndPost(t *testing.T) {
 // refuses a preview POST: when the handler must withdraw its intent.
 type outageOnRefusal struct {
 	*csm.Client
-	proxy *testutil.LossyProxy
-	outage  time.Duration
-	once  sync.Once
+	proxy  *testutil.LossyProxy
+	outage time.Duration
+	once   sync.Once
 }
 
 func (o *outageOnRefusal) RequestPreview(ctx context.Context, code string, p csm.PreviewParams) (*csm.PreviewJob, error) {
