@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -252,88 +250,6 @@ func TestArchivedFanoutGivesUpItsMessages(t *testing.T) {
 	}
 }
 
-// cutProxy is a TCP proxy in front of Redis that the test can cut: while
-// cut, it closes every connection and every new one at once, like a
-// primary that died and a failover not yet done.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	var wg sync.WaitGroup
-	wg.Go(p.serve)
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.cut()
-		wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.pipe(c)
-	}
-}
-
-func (p *cutProxy) pipe(c net.Conn) {
-	p.mu.Lock()
-	if p.down {
-		p.mu.Unlock()
-		_ = c.Close()
-		return
-	}
-	p.mu.Unlock()
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.down {
-		p.mu.Unlock()
-		_ = c.Close()
-		_ = up.Close()
-		return
-	}
-	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-	_, _ = io.Copy(c, up)
-	_ = c.Close()
-}
-
-// cut closes every connection and refuses new ones until restore.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		_ = c.Close()
-		delete(p.conns, c)
-	}
-}
-
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
-
 // TestDeliveredRecordRidesThroughARedisOutage: Redis goes away while the
 // receiver answers 2xx (a failover takes seconds); the delivery's record
 // is still saved delivered once Redis is back, not left pending.
@@ -347,8 +263,8 @@ func TestDeliveredRecordRidesThroughARedisOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newCutProxy(t, opts.Addr)
-	opts.Addr = proxy.ln.Addr().String()
+	proxy := testutil.NewLossyProxy(t, opts.Addr)
+	opts.Addr = proxy.Addr()
 	cutClient := redis.NewClient(opts)
 	t.Cleanup(func() { _ = cutClient.Close() })
 	cutStore := store.New(cutClient, store.Options{Namespace: h.redis.Namespace})
@@ -358,8 +274,7 @@ func TestDeliveredRecordRidesThroughARedisOutage(t *testing.T) {
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		hits.Add(1)
-		proxy.cut()
-		time.AfterFunc(outage, proxy.restore)
+		proxy.Outage(outage) // a failover begins as the receiver answers
 		w.WriteHeader(http.StatusOK)
 	}))
 	t.Cleanup(rcv.Close)
