@@ -1,7 +1,10 @@
-# The test command of the README: formatting, vet, staticcheck, and every
-# test with the race detector. Integration tests use the Redis at
-# PREVIEWD_REDIS_URL (default redis://127.0.0.1:6379/0).
+# The test command of the README: formatting, vet, staticcheck, every test
+# with the race detector, every fuzz target for a few seconds, and the
+# chaos run that proves the guarantees with real processes under faults.
+# Integration tests use the Redis at PREVIEWD_REDIS_URL (default
+# redis://127.0.0.1:6379/0); the chaos run starts its own redis-server.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME ?= 4s
 
 .PHONY: test
 test:
@@ -9,6 +12,8 @@ test:
 	go vet ./...
 	go run $(STATICCHECK) ./...
 	go test -race -parallel 8 ./...
+	FUZZTIME=$(FUZZTIME) .ci/fuzz
+	go run ./cmd/previewd chaos --short
 
 # Mutation testing (Gremlins) over the packages that carry the guarantees,
 # one package at a time: each mutant rebuilds and reruns its package's
