@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -73,7 +74,7 @@ func startProcess(ctx context.Context, e env, cfg config.Config) (process, func(
 		return process{}, nil, err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	rdb, err := openRedis(ctx, cfg)
+	rdb, err := awaitRedis(ctx, cfg, log)
 	if err != nil {
 		stop()
 		return process{}, nil, err
@@ -86,6 +87,48 @@ func startProcess(ctx context.Context, e env, cfg config.Config) (process, func(
 	}, nil
 }
 
+// awaitRedis is openRedis for long-running processes: a Redis that does
+// not answer yet (restarting, failing over, starting beside us) is waited
+// for, with one log line, until it answers or the process is told to stop,
+// so a supervisor does not see a worker crash-looping through an outage.
+// A configuration error still ends the process at once.
+func awaitRedis(ctx context.Context, cfg config.Config, log *zap.Logger) (redis.UniversalClient, error) {
+	wait := time.Second
+	for logged := false; ; {
+		rdb, err := openRedis(ctx, cfg)
+		var unreachable errRedisUnreachable
+		switch {
+		case err == nil:
+			if logged {
+				log.Info("redis answers; starting")
+			}
+			return rdb, nil
+		case !errors.As(err, &unreachable):
+			return nil, err
+		case !logged:
+			log.Warn("redis unreachable; waiting for it", zap.String("redis", unreachable.where), zap.Error(unreachable.err))
+			logged = true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// errRedisUnreachable: the configured Redis did not answer a PING.
+type errRedisUnreachable struct {
+	where string
+	err   error
+}
+
+func (e errRedisUnreachable) Error() string { return e.where + " does not answer: " + e.err.Error() }
+func (e errRedisUnreachable) Unwrap() error { return e.err }
+
 // openRedis connects to the configured Redis (one server, a Redis Cluster,
 // or the primary that Redis Sentinel names) and checks that it answers.
 func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
@@ -97,7 +140,7 @@ func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, e
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("%s does not answer: %w", where, err)
+		return nil, errRedisUnreachable{where: where, err: err}
 	}
 	return rdb, nil
 }
