@@ -14,8 +14,9 @@ import (
 )
 
 // FuzzReceiverReply: whatever a receiver answers (any status, Retry-After
-// and body), Send does not panic, succeeds exactly on a 2xx, keeps at most
-// 256 bytes of valid UTF-8 of the body, clamps Retry-After to [0, 24h], and
+// and body), Send does not panic, succeeds exactly on a 2xx, keeps only
+// the first 256 bytes of the body, as valid UTF-8 (so at most 768 bytes
+// once invalid bytes are replaced), clamps Retry-After to [0, 24h], and
 // reports a failure as a *DeliveryError that is Gone exactly on a 410.
 func FuzzReceiverReply(f *testing.F) {
 	f.Add(uint16(0), "", []byte("ok"))
@@ -59,7 +60,8 @@ func FuzzReceiverReply(f *testing.F) {
 			}
 		}
 		res, err := sender.Send(context.Background(), srv.URL, signer, webhook.Message{ID: "msg_fuzz", Body: []byte(`{}`)}, time.Now())
-		if len(res.ResponsePrefix) > 256 || !utf8.ValidString(res.ResponsePrefix) {
+		// 256 bytes of body, each invalid byte replaced by U+FFFD (3 bytes).
+		if len(res.ResponsePrefix) > 3*256 || !utf8.ValidString(res.ResponsePrefix) {
 			t.Fatalf("response prefix of %d bytes, valid UTF-8 %v", len(res.ResponsePrefix), utf8.ValidString(res.ResponsePrefix))
 		}
 		if res.RetryAfter < 0 || res.RetryAfter > 24*time.Hour {
