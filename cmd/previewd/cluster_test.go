@@ -35,13 +35,17 @@ func startCluster(t *testing.T) string {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	url := "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
-	opts, _ := redis.ParseClusterURL(url)
-	c := redis.NewClusterClient(opts)
-	defer c.Close()
-	testutil.Eventually(t, 20*time.Second, "the cluster to be ok", func() bool {
-		info, err := c.ClusterInfo(context.Background()).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok")
-	})
+	// Every node must see the whole cluster, not just the first: the
+	// configuration spreads by gossip, and a node that has not caught up
+	// yet answers CLUSTERDOWN.
+	for _, addr := range addrs {
+		node := redis.NewClient(&redis.Options{Addr: addr})
+		testutil.Eventually(t, 20*time.Second, "node "+addr+" to see the cluster ok", func() bool {
+			info, err := node.ClusterInfo(context.Background()).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3")
+		})
+		_ = node.Close()
+	}
 	return url
 }
 
@@ -71,7 +75,7 @@ func TestOnRedisCluster(t *testing.T) {
 	}()
 	base := "http://" + addr
 	if status, body := call("POST", "/v1/endpoints", map[string]any{"url": rcv.URL}); status != 201 {
-		t.Fatalf("create endpoint: %d %s", status, body)
+		t.Fatalf("create endpoint: %d %s\nserve log:\n%s", status, body, log.String())
 	}
 	faults := [][]csmsim.Fault{
 		nil,
