@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
 )
@@ -16,14 +14,7 @@ import (
 func lossyStore(t *testing.T) (*store.Store, *testutil.LossyProxy, *testutil.Redis) {
 	t.Helper()
 	r := testutil.NewRedis(t)
-	opts, err := redis.ParseURL(r.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.NewLossyProxy(t, opts.Addr)
-	opts.Addr = proxy.Addr()
-	client := redis.NewClient(opts)
-	t.Cleanup(func() { _ = client.Close() })
+	client, proxy := r.LossyClient(t)
 	return store.New(client, store.Options{Namespace: r.Namespace, Retention: time.Hour}), proxy, r
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
@@ -49,14 +47,7 @@ func TestReplayWithALostReplyIsOneReplay(t *testing.T) {
 	}
 
 	jobID, m := failedMessage(t, e)
-	opts, err := redis.ParseURL(e.r.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.NewLossyProxy(t, opts.Addr)
-	opts.Addr = proxy.Addr()
-	lossy := redis.NewClient(opts)
-	t.Cleanup(func() { _ = lossy.Close() })
+	lossy, proxy := e.r.LossyClient(t)
 	c := tasks.NewClient(lossy, tasks.ClientOptions{Namespace: e.r.Namespace, Now: e.clock.Now})
 
 	// Only the replay's new record carries this: the lost reply is the

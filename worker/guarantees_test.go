@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/previewd/previewd/csm"
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
@@ -29,14 +27,7 @@ import (
 // Redis replies.
 func lossyRedis(t *testing.T, h *harness) *testutil.LossyProxy {
 	t.Helper()
-	opts, err := redis.ParseURL(h.redis.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.NewLossyProxy(t, opts.Addr)
-	opts.Addr = proxy.Addr()
-	client := redis.NewClient(opts)
-	t.Cleanup(func() { _ = client.Close() })
+	client, proxy := h.redis.LossyClient(t)
 	h.workerRedis = client
 	return proxy
 }

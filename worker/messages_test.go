@@ -259,14 +259,7 @@ func TestDeliveredRecordRidesThroughARedisOutage(t *testing.T) {
 	if !h.redis.Real() {
 		t.Skip("needs a real Redis behind a TCP proxy")
 	}
-	opts, err := redis.ParseURL(h.redis.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.NewLossyProxy(t, opts.Addr)
-	opts.Addr = proxy.Addr()
-	cutClient := redis.NewClient(opts)
-	t.Cleanup(func() { _ = cutClient.Close() })
+	cutClient, proxy := h.redis.LossyClient(t)
 	cutStore := store.New(cutClient, store.Options{Namespace: h.redis.Namespace})
 
 	const outage = 2 * time.Second

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // LossyProxy is a TCP proxy in front of a Redis server that loses replies
@@ -178,4 +180,20 @@ func (p *LossyProxy) forget(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
+}
+
+// LossyClient returns a client of the test's Redis that goes through a new
+// LossyProxy, with the URL's other settings (DB, password) and go-redis's
+// default retries, and the proxy to inject faults with.
+func (r *Redis) LossyClient(t testing.TB) (*redis.Client, *LossyProxy) {
+	t.Helper()
+	opts, err := redis.ParseURL(r.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := NewLossyProxy(t, opts.Addr)
+	opts.Addr = proxy.Addr()
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { _ = client.Close() })
+	return client, proxy
 }
