@@ -65,7 +65,10 @@ package worker
 // for a whole DeadAfter: after a Redis failover or an outage every alive key
 // may have expired, and a worker that just reconnected would otherwise
 // declare all its peers dead. Once it has beaten for DeadAfter, every live
-// peer that reaches Redis has beaten too.
+// peer that reaches Redis has beaten too. One shortcut: a process's first
+// beat trusts at once when Redis has been up for longer than DeadAfter (no
+// outage can have wiped the alive keys), so that workers restarted one
+// after another still rescue each other in seconds.
 //
 // From a kill to the job's next move: at most DeadAfter (the key expires)
 // plus RescueInterval (a round) plus asynq's one-second task check, about
@@ -79,11 +82,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/previewd/previewd/store"
@@ -136,6 +142,7 @@ type liveness struct {
 	rounds       int                           // rescue rounds done, to space orphan scans
 	returned     map[string]store.InflightTask // tasks whose handler returned an error, until asynq is seen to have them
 	healthySince time.Time                     // zero while heartbeats fail
+	everHealthy  bool                          // a beat has succeeded in this process
 }
 
 func newLiveness(client *asynq.Client) *liveness {
@@ -311,6 +318,13 @@ func (w *Worker) beat(ctx context.Context) {
 	defer cancel()
 	err := w.store.Beat(bctx, w.opts.WorkerID, w.live.info, w.opts.DeadAfter)
 	w.live.mu.Lock()
+	firstBeat := err == nil && !w.live.everHealthy
+	w.live.mu.Unlock()
+	var redisUp time.Duration
+	if firstBeat {
+		redisUp = w.redisUptime(bctx)
+	}
+	w.live.mu.Lock()
 	defer w.live.mu.Unlock()
 	switch {
 	case err != nil && ctx.Err() == nil:
@@ -320,8 +334,40 @@ func (w *Worker) beat(ctx context.Context) {
 		w.live.healthySince = time.Time{}
 	case err == nil && w.live.healthySince.IsZero():
 		w.live.healthySince = time.Now()
+		if firstBeat && redisUp >= w.opts.DeadAfter {
+			// A process just started has no outage of its own to distrust,
+			// and a Redis up for longer than a heartbeat's TTL has kept
+			// every live peer's alive key: trusted at once. Without this,
+			// workers restarted one after another (a rolling deploy, a
+			// crash loop) would each wait DeadAfter before rescuing
+			// anything, and no one would rescue for as long as it lasts.
+			w.live.healthySince = w.live.healthySince.Add(-w.opts.DeadAfter)
+		}
+		w.live.everHealthy = true
 		w.log.Info("heartbeat healthy", zap.String("worker_id", w.opts.WorkerID))
 	}
+}
+
+// redisUptime is how long the Redis server has been up, or 0 when it
+// cannot tell (a Cluster has as many answers as shards: no shortcut).
+func (w *Worker) redisUptime(ctx context.Context) time.Duration {
+	if _, cluster := w.rdb.(*redis.ClusterClient); cluster {
+		return 0
+	}
+	info, err := w.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "uptime_in_seconds:"); ok {
+			secs, err := strconv.Atoi(v)
+			if err != nil {
+				return 0
+			}
+			return time.Duration(secs) * time.Second
+		}
+	}
+	return 0
 }
 
 // trusted reports whether this worker's view of Redis has been sound long
