@@ -31,6 +31,9 @@ type Config struct {
 	// the credentials, TLS and DB (its host is not dialled).
 	RedisSentinels []string
 	RedisMaster    string
+	// RedisSentinelPassword is the sentinels' own password (their
+	// requirepass), when they have one; the primary's is in RedisURL.
+	RedisSentinelPassword Secret
 	// RedisMinReplicas is how many replicas must acknowledge a preview's
 	// intent (WAIT, bounded by RedisReplicaTimeout) before the billed POST,
 	// so that a failover cannot lose it and bill the job twice; 0 does not
@@ -122,6 +125,8 @@ var settings = []setting{
 		func(c *Config) *[]string { return &c.RedisSentinels }),
 	stringSetting("redis-master", "", "name of the primary the sentinels monitor; required with the sentinels",
 		func(c *Config) *string { return &c.RedisMaster }),
+	secretSetting("redis-sentinel-password", "the sentinels' own password (their requirepass), if they have one; the primary's stays in the Redis URL",
+		func(c *Config) *Secret { return &c.RedisSentinelPassword }),
 	intSetting("redis-min-replicas", "0", "replicas that must acknowledge a preview's intent (WAIT) before the billed POST (0 = do not wait)",
 		func(c *Config) *int { return &c.RedisMinReplicas }),
 	durationSetting("redis-replica-timeout", "500ms", "how long to wait for those acknowledgements; without them the POST is not sent and the request retried",

@@ -367,6 +367,7 @@ func TestInvalidValues(t *testing.T) {
 			want: []string{"PREVIEWD_REDIS_MASTER"}},
 		{name: "master without sentinels", env: "PREVIEWD_REDIS_MASTER", value: "mymaster",
 			want: []string{"PREVIEWD_REDIS_SENTINELS"}},
+		{name: "sentinel password without sentinels", env: "PREVIEWD_REDIS_SENTINEL_PASSWORD", value: "sentinel-pw"},
 		{name: "master with a space", env: "PREVIEWD_REDIS_MASTER", value: "my master",
 			also: map[string]string{"PREVIEWD_REDIS_SENTINELS": "127.0.0.1:26379"}},
 		{name: "sentinels with cluster mode", env: "PREVIEWD_REDIS_SENTINELS", value: "127.0.0.1:26379",

@@ -22,6 +22,9 @@ func (c Config) validateSentinel() []error {
 	case len(c.RedisSentinels) == 0 && c.RedisMaster != "":
 		bad("redis-sentinels", "is required with %s: the sentinels that know where %q is", master, c.RedisMaster)
 	}
+	if len(c.RedisSentinels) == 0 && c.RedisSentinelPassword != "" {
+		bad("redis-sentinel-password", "is only used with %s", sentinels)
+	}
 	if strings.ContainsFunc(c.RedisMaster, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		bad("redis-master", "must not contain spaces or control characters")
 	}

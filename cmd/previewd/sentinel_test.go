@@ -73,6 +73,7 @@ func TestFailoverOptionsKeepTheURL(t *testing.T) {
 type sentinelSetup struct {
 	master           string
 	password         string
+	sentinelPassword string // the sentinels' own requirepass
 	primary, replica *testutil.RedisServer
 	sentinels        []*testutil.RedisServer
 	sentinelClients  []*redis.SentinelClient
@@ -83,7 +84,8 @@ type sentinelSetup struct {
 
 func startSentinels(t *testing.T) *sentinelSetup {
 	t.Helper()
-	s := &sentinelSetup{master: "previewd-primary", password: "redis-pw-" + testutil.RandomHex(6)}
+	s := &sentinelSetup{master: "previewd-primary", password: "redis-pw-" + testutil.RandomHex(6),
+		sentinelPassword: "sentinel-pw-" + testutil.RandomHex(6)}
 	auth := []string{"--requirepass", s.password, "--masterauth", s.password, "--appendonly", "yes"}
 	s.primary = testutil.StartRedisServer(t, auth...)
 	s.replica = testutil.StartRedisServer(t, append(auth, "--replicaof", "127.0.0.1", fmt.Sprint(s.primary.Port))...)
@@ -100,13 +102,14 @@ func startSentinels(t *testing.T) *sentinelSetup {
 		// 2 s to call an instance down, not 1: on a loaded two-core
 		// machine a busy primary missed 1 s and a second, spurious failover
 		// promoted the restarted old primary with its stale data.
-		sn := testutil.StartSentinel(t, s.master, s.primary.Addr(), testutil.SentinelOptions{AuthPass: s.password, DownAfter: 2 * time.Second})
+		sn := testutil.StartSentinel(t, s.master, s.primary.Addr(), testutil.SentinelOptions{
+			AuthPass: s.password, RequirePass: s.sentinelPassword, DownAfter: 2 * time.Second})
 		s.sentinels = append(s.sentinels, sn)
 		addrs = append(addrs, sn.Addr())
 	}
 	s.sentinelAddrs = strings.Join(addrs, ",")
 	for _, a := range addrs {
-		c := redis.NewSentinelClient(&redis.Options{Addr: a})
+		c := redis.NewSentinelClient(&redis.Options{Addr: a, Password: s.sentinelPassword})
 		t.Cleanup(func() { _ = c.Close() })
 		s.sentinelClients = append(s.sentinelClients, c)
 	}
@@ -152,12 +155,13 @@ func TestSentinelFailoverDuringRun(t *testing.T) {
 	c := newCLI(t, r, simURL)
 	c.env["PREVIEWD_REDIS_SENTINELS"] = s.sentinelAddrs
 	c.env["PREVIEWD_REDIS_MASTER"] = s.master
+	c.env["PREVIEWD_REDIS_SENTINEL_PASSWORD"] = s.sentinelPassword
 	c.env["PREVIEWD_REDIS_MIN_REPLICAS"] = "1"
 	c.env["PREVIEWD_LOG_LEVEL"] = "info"
 	getenv := func(k string) string { return c.env[k] }
 
 	out, _, code := c.run("config")
-	if code != 0 || !strings.Contains(out, s.sentinelAddrs) || !strings.Contains(out, s.master) || strings.Contains(out, s.password) {
+	if code != 0 || !strings.Contains(out, s.sentinelAddrs) || !strings.Contains(out, s.master) || strings.Contains(out, s.password) || strings.Contains(out, s.sentinelPassword) {
 		t.Fatalf("config: exit %d, want the sentinels and master and no password:\n%s", code, out)
 	}
 
@@ -197,7 +201,7 @@ func TestSentinelFailoverDuringRun(t *testing.T) {
 			}
 		}
 		for _, l := range logs {
-			if strings.Contains(l.String(), s.password) {
+			if strings.Contains(l.String(), s.password) || strings.Contains(l.String(), s.sentinelPassword) {
 				t.Error("a worker logged the Redis password")
 			}
 		}

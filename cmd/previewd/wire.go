@@ -161,7 +161,9 @@ func newRedisClient(cfg config.Config) (redis.UniversalClient, string, error) {
 	}
 	if len(cfg.RedisSentinels) > 0 {
 		where := fmt.Sprintf("redis primary %q of sentinels %s", cfg.RedisMaster, strings.Join(cfg.RedisSentinels, ","))
-		return redis.NewFailoverClient(failoverOptions(opts, cfg.RedisMaster, cfg.RedisSentinels)), where, nil
+		fo := failoverOptions(opts, cfg.RedisMaster, cfg.RedisSentinels)
+		fo.SentinelPassword = cfg.RedisSentinelPassword.Reveal()
+		return redis.NewFailoverClient(fo), where, nil
 	}
 	return redis.NewClient(opts), "redis at " + cfg.RedisURL.String(), nil
 }

@@ -68,6 +68,9 @@ type SentinelOptions struct {
 	FailoverTimeout time.Duration // default 3s
 	// AuthPass is the password of the primary and its replicas, if any.
 	AuthPass string
+	// RequirePass is the sentinels' own password, if any (they use it
+	// with each other too).
+	RequirePass string
 }
 
 // StartSentinel starts `redis-server <conf> --sentinel` monitoring the
@@ -92,7 +95,12 @@ func StartSentinel(t testing.TB, master, primaryAddr string, opts SentinelOption
 	if opts.AuthPass != "" {
 		conf += fmt.Sprintf("sentinel auth-pass %s %s\n", master, opts.AuthPass)
 	}
-	return startRedisProcess(t, conf, nil)
+	var args []string
+	if opts.RequirePass != "" {
+		conf += fmt.Sprintf("sentinel sentinel-pass %s\n", opts.RequirePass)
+		args = []string{"--requirepass", opts.RequirePass}
+	}
+	return startRedisProcess(t, conf, args)
 }
 
 func startRedisProcess(t testing.TB, conf string, args []string) *RedisServer {
