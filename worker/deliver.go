@@ -365,41 +365,9 @@ func (h *Handlers) recordHealth(ctx context.Context, log *zap.Logger, jobID stri
 // length of a failover: a record that says pending after its webhook was
 // delivered or given up would stay so, with no task to settle it.
 func (h *Handlers) saveMessage(ctx context.Context, jobID string, msg store.Message) error {
-	return rideThrough(ctx, func(ctx context.Context) error {
+	return h.persist(ctx, h.log, "save the delivery record", func(ctx context.Context) error {
 		return h.store.SaveMessage(ctx, jobID, msg)
 	})
-}
-
-// Ride-through bounds: a Redis failover (Sentinel, Cluster) fails every
-// call for 2-5 s; retrying for a while longer covers it with a margin.
-const (
-	rideThroughBudget     = 20 * time.Second
-	rideThroughFirstPause = 100 * time.Millisecond
-	rideThroughMaxPause   = 2 * time.Second
-)
-
-// rideThrough runs write until it succeeds or rideThroughBudget is spent,
-// on a context detached from the task's (a shutdown must not cut a record
-// short). Only writes that are safe to repeat may ride: each try may have
-// landed with its reply lost. A missing job or message is final.
-func rideThrough(ctx context.Context, write func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rideThroughBudget)
-	defer cancel()
-	pause := rideThroughFirstPause
-	for {
-		err := write(ctx)
-		if err == nil || errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("gave up after %s: %w", rideThroughBudget, err)
-		case <-t.C:
-		}
-		pause = min(2*pause, rideThroughMaxPause)
-	}
 }
 
 // giveUpMessages settles what an archived delivery or fan-out task leaves
@@ -419,7 +387,7 @@ func (h *Handlers) giveUpMessages(ctx context.Context, log *zap.Logger, t *asynq
 			return // malformed: nothing to settle
 		}
 		msgID := store.MessageID(p.EventID, p.Destination)
-		err = rideThrough(ctx, func(ctx context.Context) error {
+		err = h.persist(ctx, log, "settle the message of a delivery given up", func(ctx context.Context) error {
 			_, err := h.store.UpdateMessage(ctx, p.JobID, msgID, func(m *store.Message, found bool) ([]store.OutboxEntry, error) {
 				if !found {
 					*m = store.Message{EventID: p.EventID, EventType: store.EventType(p.EventType), Destination: p.Destination,
@@ -441,7 +409,9 @@ func (h *Handlers) giveUpMessages(ctx context.Context, log *zap.Logger, t *asynq
 		if err != nil {
 			return
 		}
-		if err := rideThrough(ctx, func(ctx context.Context) error { return h.settleFanout(ctx, log, p, reason) }); err != nil {
+		if err := h.persist(ctx, log, "settle the messages of a fan-out given up", func(ctx context.Context) error {
+			return h.settleFanout(ctx, log, p, reason)
+		}); err != nil {
 			log.Error("could not settle the messages of a fan-out given up", zap.String("event_id", p.EventID), zap.Error(err))
 		}
 	}
