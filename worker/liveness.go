@@ -79,7 +79,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -379,16 +378,7 @@ func (w *Worker) trusted() bool {
 }
 
 func (w *Worker) rescueLoop(ctx context.Context) {
-	for {
-		// Jittered so that the workers' rounds spread out.
-		wait := time.Duration(float64(w.opts.RescueInterval) * (0.75 + 0.5*rand.Float64()))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+	for sleepSpread(ctx, w.opts.RescueInterval) {
 		// A round is bounded: acting on a view of the registry much older
 		// than a heartbeat's TTL would judge workers by stale facts.
 		rctx, cancel := context.WithTimeout(ctx, w.opts.DeadAfter)

@@ -67,3 +67,16 @@ func exponential(n int, limit time.Duration) time.Duration {
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
+
+// sleepSpread waits about d, spread by ±25% so that the rounds of many
+// workers do not run in step, and reports false if ctx ends first.
+func sleepSpread(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(time.Duration(float64(d) * (0.75 + 0.5*rand.Float64())))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

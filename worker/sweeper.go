@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,16 +28,7 @@ const (
 )
 
 func (w *Worker) sweepLoop(ctx context.Context) {
-	for {
-		// Jittered so that many workers do not sweep in step.
-		wait := time.Duration(float64(w.opts.SweepInterval) * (0.75 + 0.5*rand.Float64()))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+	for sleepSpread(ctx, w.opts.SweepInterval) {
 		if err := w.Sweep(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("sweep failed", zap.Error(err))
 		}
