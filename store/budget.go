@@ -48,10 +48,9 @@ const (
 // its name.
 func (b *Budget) Take(ctx context.Context, jobID string) (time.Duration, string, error) {
 	now := b.now().UTC()
-	hour := now.Truncate(time.Hour)
-	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	nextHour, nextDay := hour.Add(time.Hour), day.AddDate(0, 0, 1)
-	keys := []string{b.key("h", hour.Format("2006010215")), b.key("d", day.Format("20060102"))}
+	w := windowsAt(now)
+	nextHour, nextDay := w.hour.Add(time.Hour), w.day.AddDate(0, 0, 1)
+	keys := b.keys(w)
 	// A window's set outlives it a little, so a refund that arrives just
 	// after the hour turns still finds it.
 	res, err := budgetTakeScript.Run(ctx, b.rdb, keys, jobID, b.perHour, b.perDay,
@@ -73,12 +72,11 @@ func (b *Budget) Take(ctx context.Context, jobID string) (time.Duration, string,
 // Refund removes jobID from the current windows: its POST was refused or
 // never sent, so it spent nothing. SREM is safe to repeat.
 func (b *Budget) Refund(ctx context.Context, jobID string) error {
-	now := b.now().UTC()
-	hour := now.Truncate(time.Hour)
-	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	keys := b.keys(windowsAt(b.now().UTC()))
 	pipe := b.rdb.Pipeline()
-	pipe.SRem(ctx, b.key("h", hour.Format("2006010215")), jobID)
-	pipe.SRem(ctx, b.key("d", day.Format("20060102")), jobID)
+	for _, k := range keys {
+		pipe.SRem(ctx, k, jobID)
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("refund spending budget of job %s: %w", jobID, err)
 	}
@@ -87,18 +85,26 @@ func (b *Budget) Refund(ctx context.Context, jobID string) error {
 
 // Spent returns how many previews the current hour and day have counted.
 func (b *Budget) Spent(ctx context.Context) (hour, day int64, err error) {
-	now := b.now().UTC()
+	keys := b.keys(windowsAt(b.now().UTC()))
 	pipe := b.rdb.Pipeline()
-	h := pipe.SCard(ctx, b.key("h", now.Truncate(time.Hour).Format("2006010215")))
-	d := pipe.SCard(ctx, b.key("d", now.Format("20060102")))
+	h := pipe.SCard(ctx, keys[0])
+	d := pipe.SCard(ctx, keys[1])
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, 0, fmt.Errorf("read spending budget: %w", err)
 	}
 	return h.Val(), d.Val(), nil
 }
 
-// key names a window's set; every window shares the hash tag {budget}, so
-// the take script touches one Cluster slot.
-func (b *Budget) key(kind, window string) string {
-	return b.ns + ":{budget}:" + kind + ":" + window
+// windows are the starts of the clock hour and the UTC day a time is in.
+type windows struct{ hour, day time.Time }
+
+func windowsAt(now time.Time) windows {
+	return windows{hour: now.Truncate(time.Hour), day: time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)}
+}
+
+// keys names the hour's and the day's sets; every window shares the hash
+// tag {budget}, so the take script touches one Cluster slot.
+func (b *Budget) keys(w windows) []string {
+	prefix := b.ns + ":{budget}:"
+	return []string{prefix + "h:" + w.hour.Format("2006010215"), prefix + "d:" + w.day.Format("20060102")}
 }
