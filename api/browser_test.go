@@ -56,7 +56,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if _, err := client.Enqueue(poll); err != nil {
 		t.Fatal(err)
 	}
-	hook := tasks.DeliverWebhook{JobID: job.ID, EventID: tasks.NewEventID(), EventType: "preview.done", Destination: "job"}
+	hook := tasks.DeliverWebhook{JobID: job.ID, EventID: tasks.EventID(job.ID, "final"), EventType: "preview.done", Destination: "job"}
 	hookTask, _ := tasks.NewTask(hook, q, time.Time{})
 	if _, err := client.Enqueue(hookTask); err != nil {
 		t.Fatal(err)

@@ -61,10 +61,10 @@ func (s *Store) TouchOutboxIndex(ctx context.Context, jobID string) error {
 	return s.indexOutbox(ctx, jobID)
 }
 
-// AckOutboxLeft removes entries that have been enqueued, like AckOutbox,
-// and returns how many entries the outbox still holds. Both run in one
-// MULTI on the job's outbox key; a blind re-run (a lost reply) deletes
-// nothing more and counts again.
+// AckOutboxLeft removes entries that have been enqueued and returns how
+// many entries the outbox still holds. Both run in one MULTI on the job's
+// outbox key; a blind re-run (a lost reply) deletes nothing more and
+// counts again.
 func (s *Store) AckOutboxLeft(ctx context.Context, jobID string, ids ...string) (int64, error) {
 	key := s.outboxKey(jobID)
 	var left *redis.IntCmd

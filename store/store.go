@@ -453,17 +453,6 @@ func (s *Store) Outbox(ctx context.Context, jobID string) ([]OutboxEntry, error)
 	return out, nil
 }
 
-// AckOutbox removes entries that have been enqueued.
-func (s *Store) AckOutbox(ctx context.Context, jobID string, ids ...string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	if err := s.rdb.HDel(ctx, s.outboxKey(jobID), ids...).Err(); err != nil {
-		return fmt.Errorf("ack outbox of job %s: %w", jobID, err)
-	}
-	return nil
-}
-
 // indexOutbox scores the job's outbox index entry with the clock, raised
 // past its current score (index_outbox.lua): every index write changes the
 // score, which is what lets a flush's guarded drop tell a re-index.

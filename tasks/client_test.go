@@ -6,6 +6,7 @@ import (
 	"errors"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -709,19 +710,19 @@ func TestEmit(t *testing.T) {
 	}
 }
 
-func TestNewEventID(t *testing.T) {
+func TestEventID(t *testing.T) {
 	seen := map[string]bool{}
-	for range 1000 {
-		id := tasks.NewEventID()
+	for i := range 1000 {
+		id := tasks.EventID(testJobID, "fact/"+strconv.Itoa(i))
 		if !eventIDPattern.MatchString(id) {
-			t.Fatalf("NewEventID() = %q, not evt_<32 hex>", id)
+			t.Fatalf("EventID() = %q, not evt_<32 hex>", id)
 		}
 		if seen[id] {
-			t.Fatalf("NewEventID repeated %q", id)
+			t.Fatalf("EventID repeated %q for another fact", id)
 		}
 		seen[id] = true
 		if err := (tasks.DeliverWebhook{JobID: testJobID, EventID: id, EventType: "x", Destination: "job"}).Validate(); err != nil {
-			t.Fatalf("a fresh event id does not validate in a payload: %v", err)
+			t.Fatalf("an event id does not validate in a payload: %v", err)
 		}
 	}
 }

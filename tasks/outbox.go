@@ -181,12 +181,6 @@ func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task) error {
 	return err
 }
 
-// NewEventID returns a fresh event id: it becomes the webhook-id that every
-// delivery of the event carries.
-func NewEventID() string {
-	return "evt_" + strings.ReplaceAll(uuid.NewString(), "-", "")
-}
-
 // eventIDSpace names the events of previewd jobs (a UUIDv5 namespace).
 var eventIDSpace = uuid.MustParse("6f1c2a4e-9a37-4d1b-8a55-2f0d8c7e91b3")
 

@@ -17,7 +17,7 @@ func failedMessage(t *testing.T, e *env) (jobID string, m store.Message) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventID := tasks.NewEventID()
+	eventID := tasks.EventID(job.ID, "final")
 	m = store.Message{
 		ID: store.MessageID(eventID, tasks.DestinationJob), EventID: eventID, EventType: store.EventDone,
 		Destination: tasks.DestinationJob, Status: store.MessageFailed, Reason: "gave up after 8 attempts", CreatedAt: e.clock.Now(),

@@ -39,7 +39,7 @@ func (h *harness) jobWithEvent(url string) (store.Job, string) {
 	if err := h.inspector.DeleteTask(h.queues.Previews, tasks.RequestPreview{JobID: job.ID}.TaskID()); err != nil {
 		h.t.Fatalf("delete the request task: %v", err)
 	}
-	eventID := tasks.NewEventID()
+	eventID := tasks.EventID(job.ID, string(store.EventAccepted))
 	if _, err := h.store.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
 		return store.Change{Events: []store.NewEvent{{ID: eventID, Type: store.EventAccepted}}}, nil
 	}); err != nil {
