@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/previewd/previewd/csm"
+	"github.com/previewd/previewd/internal/testutil"
 )
 
 // FuzzPreviewReply: whatever CSM answers to the billed POST (any status, any
@@ -27,31 +26,20 @@ func FuzzPreviewReply(f *testing.F) {
 	f.Add(uint16(302), "", []byte(`moved`))
 
 	const key = "fuzz-api-key-0123456789"
-	var mu sync.Mutex // one input at a time per worker process
-	var status int
-	var retryAfter string
-	var body []byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if retryAfter != "" {
-			w.Header().Set("Retry-After", retryAfter)
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write(body)
-	}))
-	f.Cleanup(srv.Close)
+	srv := testutil.NewReplyServer(f)
 	c, err := csm.New(csm.Options{BaseURL: srv.URL, APIKey: key, Timeout: 5 * time.Second})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, code uint16, ra string, b []byte) {
-		mu.Lock()
-		defer mu.Unlock()
 		// net/http only writes statuses 200..999 as given; informational
 		// ones would leave the exchange open.
-		status, retryAfter, body = 200+int(code)%400, ra, b
-		if strings.ContainsAny(ra, "\r\n\x00") || !validHeaderValue(ra) {
-			retryAfter = ""
+		status := 200 + int(code)%400
+		header := http.Header{}
+		if ra != "" && testutil.SendableHeaderValue(ra) {
+			header.Set("Retry-After", ra)
 		}
+		srv.Answer(status, header, b)
 		job, err := c.RequestPreview(context.Background(), "SESSION_1", csm.PreviewParams{})
 		if err == nil {
 			if job == nil || job.UniqueTrialKey == "" {
@@ -76,14 +64,4 @@ func FuzzPreviewReply(f *testing.F) {
 			t.Fatalf("error shows the API key: %v", err)
 		}
 	})
-}
-
-// validHeaderValue reports whether net/http will send v as a header value.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if b := v[i]; b < 0x20 && b != '\t' || b == 0x7f {
-			return false
-		}
-	}
-	return true
 }

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/webhook"
 )
 
@@ -27,18 +26,7 @@ func FuzzReceiverReply(f *testing.F) {
 	f.Add(uint16(303), "Wed, 21 Oct 2099 07:28:00 GMT", []byte("\xff\xfe broken utf-8"))
 	f.Add(uint16(300), "-5", make([]byte, 70<<10))
 
-	var mu sync.Mutex // one input at a time per worker process
-	var status int
-	var retryAfter string
-	var body []byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if retryAfter != "" {
-			w.Header().Set("Retry-After", retryAfter)
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write(body)
-	}))
-	f.Cleanup(srv.Close)
+	srv := testutil.NewReplyServer(f)
 	secret, err := webhook.GenerateSecret()
 	if err != nil {
 		f.Fatal(err)
@@ -50,15 +38,12 @@ func FuzzReceiverReply(f *testing.F) {
 	signer := webhook.NewSigner(parsed)
 	sender := webhook.NewSender(webhook.SenderOptions{Timeout: 5 * time.Second, AllowPrivate: true})
 	f.Fuzz(func(t *testing.T, code uint16, ra string, b []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		status, retryAfter, body = 200+int(code)%400, ra, b
-		for i := 0; i < len(ra); i++ {
-			if c := ra[i]; c < 0x20 && c != '\t' || c == 0x7f {
-				retryAfter = "" // net/http would refuse to send it
-				break
-			}
+		status := 200 + int(code)%400
+		header := http.Header{}
+		if ra != "" && testutil.SendableHeaderValue(ra) {
+			header.Set("Retry-After", ra)
 		}
+		srv.Answer(status, header, b)
 		res, err := sender.Send(context.Background(), srv.URL, signer, webhook.Message{ID: "msg_fuzz", Body: []byte(`{}`)}, time.Now())
 		// 256 bytes of body, each invalid byte replaced by U+FFFD (3 bytes).
 		if len(res.ResponsePrefix) > 3*256 || !utf8.ValidString(res.ResponsePrefix) {

@@ -187,14 +187,12 @@ func (a badInputAPI) post(body string) func(*testing.T) string {
 // and body.
 func serveOnce(t *testing.T, status int, header, body string) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if k, v, ok := strings.Cut(header, ": "); ok {
-			w.Header().Set(k, v)
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte(body))
-	}))
-	t.Cleanup(srv.Close)
+	srv := testutil.NewReplyServer(t)
+	h := http.Header{}
+	if k, v, ok := strings.Cut(header, ": "); ok {
+		h.Set(k, v)
+	}
+	srv.Answer(status, h, []byte(body))
 	return srv.URL
 }
 
