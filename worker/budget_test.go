@@ -75,3 +75,27 @@ func TestSpendingGuardHoldsRequestsBack(t *testing.T) {
 		t.Fatalf("accepted POSTs = %d after the hour turned, want 4", got)
 	}
 }
+
+// TestRefusedPostGivesItsBudgetBack: a POST that CSM refused (429) billed
+// nothing, so it does not count against the budget: with one preview an
+// hour, another job can still be requested.
+func TestRefusedPostGivesItsBudgetBack(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	now := time.Now().Truncate(time.Hour).Add(10 * time.Minute)
+	h.opts.Budget = store.NewBudget(h.redis.Client, h.redis.Namespace, 1, 0, func() time.Time { return now })
+	w := h.newWorker()
+	ctx := context.Background()
+	refused := h.request("SESSION_REFUSED_"+testutil.RandomHex(4), withFaults(csmsim.SessionConfig{GenerationTime: time.Second},
+		csmsim.Fault{Endpoint: csmsim.EndpointPreview, Kind: csmsim.Fault429}))
+	if err := w.Handlers().RequestPreview(ctx, mustTask(t, tasks.RequestPreview{JobID: refused.ID, SessionCode: refused.SessionCode})); err == nil {
+		t.Fatal("a POST refused with 429 returned no error")
+	}
+	other := h.request("SESSION_AFTER_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: time.Second})
+	if err := w.Handlers().RequestPreview(ctx, mustTask(t, tasks.RequestPreview{JobID: other.ID, SessionCode: other.SessionCode})); err != nil {
+		t.Fatalf("the next job waited for a budget the refused POST never spent: %v", err)
+	}
+	if got := h.sim.AcceptedPreviews(other.SessionCode); got != 1 {
+		t.Fatalf("accepted POSTs of the next job = %d, want 1", got)
+	}
+}

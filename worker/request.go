@@ -83,8 +83,14 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	if err := h.takeBudget(ctx, log, job); err != nil {
 		return err
 	}
+	// The budget is given back unless a POST may have been accepted.
+	mayBeBilled := false
+	defer func() {
+		if !mayBeBilled {
+			h.refundBudget(ctx, log, p.JobID)
+		}
+	}()
 	if err := h.csm.AwaitTurn(ctx); err != nil {
-		h.refundBudget(ctx, log, job.ID)
 		return h.requestRefused(ctx, log, job.ID, err)
 	}
 
@@ -98,7 +104,6 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 		if werr := h.withdrawIntent(ctx, log, job.ID, attempt, false, err); werr != nil {
 			return werr
 		}
-		h.refundBudget(ctx, log, job.ID)
 		return err
 	case err != nil:
 		// The write may have landed anyway (every retry's reply lost):
@@ -109,10 +114,8 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 		}
 		return err
 	case !recorded && (job.Status == store.StatusQueued || job.Status == store.StatusRequesting):
-		h.refundBudget(ctx, log, job.ID)
 		return h.reconcile(ctx, log, job.ID, "another attempt recorded a preview POST meanwhile")
 	case !recorded:
-		h.refundBudget(ctx, log, job.ID)
 		log.Info("job moved on before the POST; nothing to send", zap.String("status", string(job.Status)))
 		return h.tasks.Flush(ctx, job.ID)
 	}
@@ -125,11 +128,12 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	pj, postErr := h.csm.RequestPreview(detached, job.SessionCode, params)
 	h.metrics.UpstreamCall("request_preview", outcomeOf(postErr), time.Since(start))
 
+	var ce *csm.Error
+	mayBeBilled = postErr == nil || !errors.As(postErr, &ce) || ce.MaybeAccepted
 	if postErr == nil {
 		return h.accepted(detached, log, job.ID, pj)
 	}
-	var ce *csm.Error
-	if !errors.As(postErr, &ce) || ce.MaybeAccepted {
+	if mayBeBilled {
 		log.Warn("preview POST outcome unknown; it will not be re-sent", zap.Error(postErr))
 		return h.reconcile(detached, log, job.ID, "preview POST outcome unknown ("+postErr.Error()+")")
 	}
@@ -140,7 +144,6 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	if err := h.withdrawIntent(detached, log, job.ID, attempt, true, postErr); err != nil {
 		return err
 	}
-	h.refundBudget(detached, log, job.ID)
 	return h.requestRefused(ctx, log, job.ID, postErr)
 }
 
