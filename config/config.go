@@ -65,6 +65,18 @@ type Config struct {
 	WebhookPerDestination int
 	WebhookDisableAfter   time.Duration
 	WebhookRotationWindow time.Duration
+	// WebhookPerJob caps one job's deliveries in flight, so that one
+	// caller's events cannot take every webhook worker.
+	WebhookPerJob int
+	// MaxEndpoints caps the number of webhook endpoints (each receives every
+	// subscribed event, so each one costs a message per event).
+	MaxEndpoints int
+
+	// CSMWebhookToken, when set, opens POST /v1/csm/events?token=… to CSM's
+	// account webhooks: a push triggers an immediate poll of the named
+	// session, and polling slows to PushPollInterval, a safety net.
+	CSMWebhookToken  Secret
+	PushPollInterval time.Duration
 
 	PollInterval    time.Duration
 	PollMaxInterval time.Duration
@@ -87,6 +99,12 @@ type Config struct {
 	// DrainDelay is how long a stopping server answers /readyz with 503
 	// before it stops accepting requests.
 	DrainDelay time.Duration
+	// HTTPMaxConnections caps the connections the HTTP listener holds open at
+	// once; HTTPIdleTimeout closes idle keep-alive connections.
+	HTTPMaxConnections int
+	HTTPIdleTimeout    time.Duration
+	// MetricsToken, when set, is required (bearer) to scrape /metrics.
+	MetricsToken Secret
 
 	LogLevel  string
 	LogFormat string
@@ -151,16 +169,24 @@ var settings = []setting{
 		func(c *Config) *Secret { return &c.WebhookSecret }),
 	durationSetting("webhook-timeout", "15s", "timeout of one webhook delivery attempt",
 		func(c *Config) *time.Duration { return &c.WebhookTimeout }),
-	boolSetting("webhook-allow-private", "false", "allow webhook URLs on loopback/private addresses (local development only)",
+	boolSetting("webhook-allow-private", "false", "allow webhook and selected_spin URLs on loopback/private addresses (local development only)",
 		func(c *Config) *bool { return &c.WebhookAllowPrivate }),
 	durationListSetting("webhook-retry-schedule", "5s,5m,30m,2h,5h,10h,10h", "waits before each webhook retry; the message is given up after the last",
 		func(c *Config) *[]time.Duration { return &c.WebhookRetrySchedule }),
 	intSetting("webhook-per-destination", "4", "webhook deliveries in flight to one receiver host, across all workers",
 		func(c *Config) *int { return &c.WebhookPerDestination }),
+	intSetting("webhook-per-job", "2", "webhook deliveries in flight for one job, across all workers",
+		func(c *Config) *int { return &c.WebhookPerJob }),
+	intSetting("max-endpoints", "100", "webhook endpoints that may exist at once",
+		func(c *Config) *int { return &c.MaxEndpoints }),
 	durationSetting("webhook-disable-after", "120h", "an endpoint failing continuously this long is disabled",
 		func(c *Config) *time.Duration { return &c.WebhookDisableAfter }),
 	durationSetting("webhook-rotation-window", "24h", "how long a rotated-out endpoint secret keeps signing beside the new one",
 		func(c *Config) *time.Duration { return &c.WebhookRotationWindow }),
+	secretSetting("csm-webhook-token", "token of CSM's account webhook URL (POST /v1/csm/events?token=...); unset, the route answers 404",
+		func(c *Config) *Secret { return &c.CSMWebhookToken }),
+	durationSetting("push-poll-interval", "5m", "with a CSM webhook token set, the safety-net interval between polls of a job",
+		func(c *Config) *time.Duration { return &c.PushPollInterval }),
 	durationSetting("poll-interval", "5s", "first interval between status polls of a job",
 		func(c *Config) *time.Duration { return &c.PollInterval }),
 	durationSetting("poll-max-interval", "1m", "the poll interval grows up to this",
@@ -183,6 +209,12 @@ var settings = []setting{
 		func(c *Config) *Secret { return &c.APITokens }),
 	secretSetting("dashboard-readonly-tokens", "comma-separated tokens that open the dashboard read-only",
 		func(c *Config) *Secret { return &c.DashboardReadOnlyTokens }),
+	intSetting("http-max-connections", "4096", "connections the HTTP listener holds open at once; beyond it new ones wait",
+		func(c *Config) *int { return &c.HTTPMaxConnections }),
+	durationSetting("http-idle-timeout", "30s", "an idle keep-alive connection is closed after this",
+		func(c *Config) *time.Duration { return &c.HTTPIdleTimeout }),
+	secretSetting("metrics-token", "bearer token required to scrape /metrics (open when unset)",
+		func(c *Config) *Secret { return &c.MetricsToken }),
 	durationSetting("drain-delay", "5s", "on SIGTERM, how long the server reports not ready before it stops taking requests",
 		func(c *Config) *time.Duration { return &c.DrainDelay }),
 	stringSetting("log-level", "info", "debug, info, warn or error",
@@ -363,6 +395,21 @@ func (c Config) validate() []error {
 	}
 	if c.WebhookPerDestination < 1 || c.WebhookPerDestination > 1000 {
 		bad("webhook-per-destination", "must be between 1 and 1000")
+	}
+	if c.WebhookPerJob < 1 || c.WebhookPerJob > 1000 {
+		bad("webhook-per-job", "must be between 1 and 1000")
+	}
+	if c.MaxEndpoints < 1 || c.MaxEndpoints > 100000 {
+		bad("max-endpoints", "must be between 1 and 100000")
+	}
+	if c.HTTPMaxConnections < 1 {
+		bad("http-max-connections", "must be at least 1")
+	}
+	if c.HTTPIdleTimeout <= 0 {
+		bad("http-idle-timeout", "must be positive")
+	}
+	if c.PushPollInterval < time.Second {
+		bad("push-poll-interval", "must be at least 1s")
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("concurrency", "must be between 1 and 10000")
