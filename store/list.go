@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -140,7 +139,7 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Job, error) {
 			continue
 		}
 		var j Job
-		if json.Unmarshal([]byte(doc), &j) == nil {
+		if unmarshalRecord([]byte(doc), &j) == nil {
 			out[i] = &j
 		}
 	}

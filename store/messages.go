@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -71,7 +70,7 @@ func (s *Store) Message(ctx context.Context, jobID, msgID string) (Message, erro
 		return Message{}, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
 	}
 	var m Message
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := unmarshalRecord(raw, &m); err != nil {
 		return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
 	}
 	return m, nil
@@ -87,7 +86,7 @@ func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error 
 // writeMessage runs a script that writes a message record beside its job,
 // expiring with it.
 func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobID string, m Message) error {
-	raw, err := json.Marshal(m)
+	raw, err := marshalRecord(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
@@ -124,7 +123,7 @@ func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(
 		}
 		var m Message
 		if found {
-			if err := json.Unmarshal([]byte(old), &m); err != nil {
+			if err := unmarshalRecord([]byte(old), &m); err != nil {
 				return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
 			}
 		}
@@ -136,7 +135,7 @@ func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(
 			return m, err
 		}
 		m.ID = msgID
-		raw, err := json.Marshal(m)
+		raw, err := marshalRecord(m)
 		if err != nil {
 			return m, fmt.Errorf("encode message %s: %w", msgID, err)
 		}
@@ -172,7 +171,7 @@ func (s *Store) Messages(ctx context.Context, jobID string) ([]Message, error) {
 	out := make([]Message, 0, len(m))
 	for id, raw := range m {
 		var msg Message
-		if err := json.Unmarshal([]byte(raw), &msg); err != nil {
+		if err := unmarshalRecord([]byte(raw), &msg); err != nil {
 			return nil, fmt.Errorf("decode message %s of job %s: %w", id, jobID, err)
 		}
 		out = append(out, msg)

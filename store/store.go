@@ -170,7 +170,7 @@ var (
 // job was created with (compare it to detect an idempotency key reused for a
 // different request). The outbox entries are stored with a new job only.
 func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Job, bool, string, error) {
-	doc, err := json.Marshal(job)
+	doc, err := marshalRecord(job)
 	if err != nil {
 		return Job{}, false, "", fmt.Errorf("encode job %s: %w", job.ID, err)
 	}
@@ -209,7 +209,7 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	storedFingerprint, _ := res[1].(string)
 	storedDoc, _ := res[2].(string)
 	var stored Job
-	if err := json.Unmarshal([]byte(storedDoc), &stored); err != nil {
+	if err := unmarshalRecord([]byte(storedDoc), &stored); err != nil {
 		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
 	}
 	if err := s.fixDeadlineIndex(ctx, stored, false); err != nil {
@@ -239,7 +239,7 @@ func (s *Store) load(ctx context.Context, id string) (Job, string, error) {
 		return Job{}, "", fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
 	var j Job
-	if err := json.Unmarshal([]byte(doc), &j); err != nil {
+	if err := unmarshalRecord([]byte(doc), &j); err != nil {
 		return Job{}, "", fmt.Errorf("decode job %s: %w", id, err)
 	}
 	return j, version, nil
@@ -297,7 +297,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.
 }
 
 func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) (bool, error) {
-	doc, err := json.Marshal(j)
+	doc, err := marshalRecord(j)
 	if err != nil {
 		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
@@ -307,7 +307,11 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 		if err != nil {
 			return false, fmt.Errorf("encode event %s: %w", e.ID, err)
 		}
-		args = append(args, e.ID, body)
+		packed, err := pack(body)
+		if err != nil {
+			return false, fmt.Errorf("pack event %s: %w", e.ID, err)
+		}
+		args = append(args, e.ID, packed)
 	}
 	args = append(args, len(change.Outbox))
 	for _, e := range change.Outbox {
@@ -424,6 +428,9 @@ func (s *Store) Event(ctx context.Context, jobID, eventID string) (Event, error)
 	if err != nil {
 		return Event{}, fmt.Errorf("read event %s of job %s: %w", eventID, jobID, err)
 	}
+	if body, err = unpack(body); err != nil {
+		return Event{}, fmt.Errorf("event %s of job %s: %w", eventID, jobID, err)
+	}
 	return Event{ID: eventID, Body: body}, nil
 }
 
@@ -435,7 +442,11 @@ func (s *Store) Events(ctx context.Context, jobID string) (map[string][]byte, er
 	}
 	out := make(map[string][]byte, len(m))
 	for k, v := range m {
-		out[k] = []byte(v)
+		body, err := unpack([]byte(v))
+		if err != nil {
+			return nil, fmt.Errorf("event %s of job %s: %w", k, jobID, err)
+		}
+		out[k] = body
 	}
 	return out, nil
 }

@@ -3,11 +3,14 @@ package testutil
 import (
 	"bytes"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/previewd/previewd/store"
 )
 
 // LossyProxy is a TCP proxy in front of a Redis server that loses replies
@@ -166,13 +169,44 @@ func (p *LossyProxy) pipe(client net.Conn) {
 func (p *LossyProxy) takeMarker(b []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	records := packedRecords(b)
 	for i, m := range p.markers {
-		if bytes.Contains(b, m) {
+		if bytes.Contains(b, m) || bytes.Contains(records, m) {
 			p.markers = append(p.markers[:i], p.markers[i+1:]...)
 			return true
 		}
 	}
 	return false
+}
+
+// packedStart is how a packed record begins (store.Unpack): the format byte
+// and zstd's frame magic.
+var packedStart = []byte("\r\n\x01\x28\xb5\x2f\xfd")
+
+// packedRecords returns the JSON of the packed records whose bulk strings
+// lie whole in b, so that markers match what a command writes, not how it
+// is encoded.
+func packedRecords(b []byte) []byte {
+	var out []byte
+	for off := 0; ; {
+		i := bytes.Index(b[off:], packedStart)
+		if i < 0 {
+			return out
+		}
+		start := off + i + 2 // the record, after the bulk header's CRLF
+		off = start
+		head := bytes.LastIndexByte(b[:start-2], '$')
+		if head < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(string(b[head+1 : start-2]))
+		if err != nil || n <= 0 || start+n > len(b) {
+			continue
+		}
+		if raw, err := store.Unpack(b[start : start+n]); err == nil {
+			out = append(append(out, raw...), '\n')
+		}
+	}
 }
 
 func (p *LossyProxy) forget(c net.Conn) {
