@@ -45,6 +45,7 @@ type command struct {
 var commands = map[string]command{
 	"demo":      {"run jobs end to end with in-process Redis, CSM simulator and webhook receiver", cmdDemo},
 	"chaos":     {"prove the guarantees: worker processes under a seeded schedule of faults", cmdChaos},
+	"bench":     {"measure jobs/s, Redis cost, CPU and detection against bare asynq and a hand-written peer", cmdBench},
 	"worker":    {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
 	"serve":     {"serve the HTTP API, the dashboard and metrics (--worker: and run a worker)", cmdServe},
 	"enqueue":   {"request a preview; prints the job as JSON", cmdEnqueue},
