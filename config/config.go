@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -417,6 +418,18 @@ func (c Config) validate() []error {
 	if c.WebhookConcurrency < 1 || c.WebhookConcurrency > 10000 {
 		bad("webhook-concurrency", "must be between 1 and 10000")
 	}
+	for _, ts := range []struct {
+		flag string
+		list bool
+		v    Secret
+	}{
+		{"api-tokens", true, c.APITokens}, {"dashboard-readonly-tokens", true, c.DashboardReadOnlyTokens},
+		{"metrics-token", false, c.MetricsToken}, {"csm-webhook-token", false, c.CSMWebhookToken},
+	} {
+		if reason := checkTokens(ts.v, ts.list); reason != "" {
+			bad(ts.flag, "%s", reason)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -428,6 +441,61 @@ func (c Config) validate() []error {
 		bad("log-format", "must be json or console")
 	}
 	return errs
+}
+
+// minTokenLength is the shortest token accepted: a shorter one can be
+// guessed, and is most often a value someone typed by hand to try things.
+const minTokenLength = 16
+
+// placeholderTokens are the values templates and examples put where a token
+// goes (deployments/k8s/secret.yaml shipped CHANGE-ME), compared lowercased
+// with '-', '_', '.' and spaces removed; placeholderPrefixes refuse the
+// longer variants (CHANGE-ME-PLEASE, your-token-here, REPLACE-WITH-…). A
+// token made of one repeated character (xxxx…, 0000…) is refused as well.
+var (
+	placeholderTokens   = []string{"secret", "password", "token", "example", "apitoken", "mytoken", "placeholder", "todo", "test", "dummy"}
+	placeholderPrefixes = []string{"changeme", "yourtoken", "replaceme", "replacewith", "insert", "putyour"}
+)
+
+// checkTokens returns why a token setting is unusable, or "" when it is
+// fine. It never quotes a token: the reason says which one (by position,
+// for a list) and what is wrong.
+func checkTokens(s Secret, list bool) string {
+	tokens := []string{strings.TrimSpace(s.Reveal())}
+	if list {
+		tokens = Tokens(s)
+	} else if tokens[0] == "" {
+		return ""
+	}
+	for i, t := range tokens {
+		which := "the token"
+		if list {
+			which = fmt.Sprintf("token %d of %d", i+1, len(tokens))
+		}
+		if reason := weakToken(t); reason != "" {
+			return which + " " + reason
+		}
+	}
+	return ""
+}
+
+// weakToken says what is wrong with one token, "" when nothing is.
+func weakToken(t string) string {
+	const random = "set a random value of at least 16 characters (e.g. `openssl rand -hex 32`)"
+	norm := strings.NewReplacer("-", "", "_", "", " ", "", ".", "").Replace(strings.ToLower(t))
+	placeholder := slices.Contains(placeholderTokens, norm) ||
+		slices.ContainsFunc(placeholderPrefixes, func(p string) bool { return strings.HasPrefix(norm, p) }) ||
+		(norm != "" && strings.Count(norm, norm[:1]) == len(norm))
+	if placeholder {
+		return "is a placeholder: " + random
+	}
+	if len(t) < minTokenLength {
+		return fmt.Sprintf("is shorter than %d characters: %s", minTokenLength, random)
+	}
+	if len(t) < minTokenLength {
+		return fmt.Sprintf("is shorter than %d characters", minTokenLength)
+	}
+	return ""
 }
 
 // Tokens splits a comma-separated token setting.

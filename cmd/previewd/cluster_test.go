@@ -61,7 +61,7 @@ func TestOnRedisCluster(t *testing.T) {
 	r := &testutil.Redis{URL: url, Namespace: "cluster"}
 	c := newCLI(t, r, simURL)
 	c.env["PREVIEWD_REDIS_CLUSTER"] = "true"
-	const apiToken = "cluster-token-1"
+	const apiToken = "cluster-token-1-5e0c"
 	c.env["PREVIEWD_API_TOKENS"] = apiToken
 	c.env["PREVIEWD_DRAIN_DELAY"] = "0s"
 	addr := freeAddr(t)
