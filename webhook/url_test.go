@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ func TestCheckURL(t *testing.T) {
 		url          string
 		allowPrivate bool
 		wantErr      string // substring of the URLError reason; "" means accepted
+		wantDetail   string // substring of the URLError detail, for refusals found by resolving
 	}{
 		{name: "https public ip", url: "https://8.8.8.8/hook"},
 		{name: "http public ip with port", url: "http://1.1.1.1:8080/hook?x=1"},
@@ -72,10 +74,10 @@ func TestCheckURL(t *testing.T) {
 		{name: "localhost", url: "http://localhost:8080/", wantErr: "host localhost is not a public address"},
 		{name: "localhost uppercase, trailing dot", url: "http://LOCALHOST./", wantErr: "not a public address"},
 		{name: "sub.localhost", url: "http://api.localhost/", wantErr: "not a public address"},
-		{name: "name resolving private", url: "https://private.example/", wantErr: "resolves to 10.0.0.5"},
-		{name: "name resolving to metadata", url: "https://metadata.example/", wantErr: "resolves to 169.254.169.254"},
-		{name: "name with one private address", url: "https://mixed.example/", wantErr: "resolves to 127.0.0.1"},
-		{name: "name resolving to ula", url: "https://v6local.example/", wantErr: "resolves to fd00::1"},
+		{name: "name resolving private", url: "https://private.example/", wantErr: "must resolve to a public address", wantDetail: "host private.example resolves to 10.0.0.5"},
+		{name: "name resolving to metadata", url: "https://metadata.example/", wantErr: "must resolve to a public address", wantDetail: "host metadata.example resolves to 169.254.169.254"},
+		{name: "name with one private address", url: "https://mixed.example/", wantErr: "must resolve to a public address", wantDetail: "host mixed.example resolves to 127.0.0.1"},
+		{name: "name resolving to ula", url: "https://v6local.example/", wantErr: "must resolve to a public address", wantDetail: "host v6local.example resolves to fd00::1"},
 
 		{name: "allowPrivate: loopback", url: "http://127.0.0.1:8080/", allowPrivate: true},
 		{name: "allowPrivate: localhost", url: "http://localhost:8080/", allowPrivate: true},
@@ -99,6 +101,83 @@ func TestCheckURL(t *testing.T) {
 			}
 			if !strings.Contains(uerr.Reason, tt.wantErr) {
 				t.Errorf("reason %q does not contain %q", uerr.Reason, tt.wantErr)
+			}
+			if !strings.Contains(uerr.Detail, tt.wantDetail) {
+				t.Errorf("detail %q does not contain %q", uerr.Detail, tt.wantDetail)
+			}
+			// What a resolver said stays out of the client-facing reason.
+			for _, inside := range []string{"resolves to", "10.0.0.5", "169.254.169.254", "fd00::1"} {
+				if tt.wantDetail != "" && strings.Contains(uerr.Reason, inside) {
+					t.Errorf("reason %q reveals %q", uerr.Reason, inside)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckedURLMapsIDNA: a non-ASCII host is judged, and stored, as the
+// ASCII name IDNA's lookup profile maps it to, which is the name net/http
+// dials. Look-alikes of loopback names and IP literals are refused.
+func TestCheckedURLMapsIDNA(t *testing.T) {
+	resolver := fakeResolver(t, map[string][]netip.Addr{
+		"xn--bcher-kva.example.":  {netip.MustParseAddr("8.8.8.8")},
+		"xn--intern-gva.example.": {netip.MustParseAddr("10.1.2.3")},
+		"example.com.":            {netip.MustParseAddr("93.184.215.14")},
+	})
+	tests := []struct {
+		name         string
+		url          string
+		allowPrivate bool
+		want         string // the URL to store; "" means refused
+		wantErr      string
+	}{
+		{name: "ascii host kept as written", url: "https://Public.Example/Hook?q=ü", want: "https://Public.Example/Hook?q=ü"},
+		{name: "ascii punycode kept", url: "https://xn--bcher-kva.example/h", want: "https://xn--bcher-kva.example/h"},
+		{name: "idn mapped to punycode", url: "https://bücher.example/h?token=x", want: "https://xn--bcher-kva.example/h?token=x"},
+		{name: "idn with capitals and port", url: "https://BÜCHER.example:8443/h", want: "https://xn--bcher-kva.example:8443/h"},
+		{name: "full-width letters of a public name", url: "https://ｅｘａｍｐｌｅ.ｃｏｍ/", want: "https://example.com/"},
+		{name: "soft hyphen ignored", url: "https://ex\u00adample.com/", want: "https://example.com/"},
+		{name: "idn resolving private, checked by its mapped name", url: "https://intern\u00e9.example/", wantErr: "must resolve to a public address"},
+
+		{name: "circled localhost", url: "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/", wantErr: "host localhost is not a public address"},
+		{name: "circled localhost, trailing dot", url: "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ./", wantErr: "host localhost. is not a public address"},
+		{name: "full-width localhost with port", url: "http://ｌｏｃａｌｈｏｓｔ:8080/", wantErr: "not a public address"},
+		{name: "full-width sub.localhost", url: "http://api.ｌｏｃａｌｈｏｓｔ/", wantErr: "not a public address"},
+		{name: "full-width digits", url: "http://１２７.０.０.１/", wantErr: "look-alike"},
+		{name: "ideographic full stops", url: "http://127。0。0。1/", wantErr: "look-alike"},
+		{name: "metadata with ideographic full stops", url: "http://169。254。169。254/latest/meta-data/", wantErr: "look-alike"},
+		{name: "circled digits", url: "http://①②⑦.0.0.1/", wantErr: "look-alike"},
+		{name: "soft hyphen hides an ip", url: "http://127.0.0.1\u00ad/", wantErr: "look-alike"},
+		{name: "full-width public ip still refused", url: "http://８.８.８.８/", wantErr: "look-alike"},
+		{name: "look-alike hex last label", url: "http://ü.0x7f/", wantErr: "look-alike"},
+		{name: "joiner out of context does not map", url: "http://exa\u200dmple.com/", wantErr: "not a valid international domain name"},
+		{name: "full-width colon does not map", url: "http://ex：ample.com/", wantErr: "not a valid international domain name"},
+		{name: "underscore in an idn does not map", url: "http://a_b.ü/", wantErr: "not a valid international domain name"},
+		{name: "empty label after mapping", url: "http://a..ü/", wantErr: "not a valid host name"},
+
+		{name: "allowPrivate: circled localhost mapped", url: "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ:9000/h", allowPrivate: true, want: "http://localhost:9000/h"},
+		{name: "allowPrivate: ip look-alike still refused", url: "http://127。0。0。1/", allowPrivate: true, wantErr: "look-alike"},
+		{name: "allowPrivate: unmappable still refused", url: "http://ex：ample.com/", allowPrivate: true, wantErr: "not a valid international domain name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := webhook.CheckedURL(t.Context(), tt.url, tt.allowPrivate, resolver)
+			if tt.wantErr == "" {
+				if err != nil || got != tt.want {
+					t.Fatalf("CheckedURL(%q) = %q, %v; want %q", tt.url, got, err, tt.want)
+				}
+				return
+			}
+			var uerr *webhook.URLError
+			if !errors.As(err, &uerr) || got != "" {
+				t.Fatalf("CheckedURL(%q) = %q, %v; want a *URLError", tt.url, got, err)
+			}
+			if !strings.Contains(uerr.Reason, tt.wantErr) {
+				t.Errorf("reason %q does not contain %q", uerr.Reason, tt.wantErr)
+			}
+			// The refusal is the same through CheckURL and the Sender's check.
+			if err := webhook.CheckURL(t.Context(), tt.url, tt.allowPrivate, resolver); err == nil {
+				t.Errorf("CheckURL(%q) accepted what CheckedURL refused", tt.url)
 			}
 		})
 	}
@@ -147,8 +226,22 @@ func FuzzCheckURL(f *testing.F) {
 	// run minimising them (execs fall to 0/sec), and the wall-clock bound
 	// this target used to check failed inputs on a starved machine that pass
 	// when replayed, a failure the engine cannot minimise either.
+	for _, s := range []string{"http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/", "http://127。0。0。1/", "https://bücher.example:8443/?q=1"} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		for _, allowPrivate := range []bool{false, true} {
+			// What is stored is ASCII, and checking it again keeps it as is:
+			// the check and the dial see one name.
+			if out, err := webhook.CheckedURLWithoutLookup(raw, allowPrivate); err == nil {
+				u, perr := url.Parse(out)
+				if perr != nil || strings.ContainsFunc(u.Hostname(), func(r rune) bool { return r >= 0x80 }) {
+					t.Fatalf("CheckedURL(%q) = %q, a host that is not ASCII", raw, out)
+				}
+				if again, err := webhook.CheckedURLWithoutLookup(out, allowPrivate); err != nil || again != out {
+					t.Fatalf("CheckedURL(%q) = %q, which checks again as %q, %v", raw, out, again, err)
+				}
+			}
 			err := webhook.CheckURLWithoutLookup(raw, allowPrivate)
 			if err != nil {
 				var ue *webhook.URLError
