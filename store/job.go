@@ -83,7 +83,7 @@ const (
 )
 
 // Job is one preview generation as previewd tracks it. Its JSON form is what
-// `previewd status` prints and what webhooks carry as "data".
+// `previewd status` prints; webhooks carry its public view (Public) as "data".
 type Job struct {
 	ID                string            `json:"id"`
 	Status            Status            `json:"status"`

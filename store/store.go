@@ -136,11 +136,12 @@ type Event struct {
 	Body []byte
 }
 
-// EventBody is the JSON body of every webhook event.
+// EventBody is the JSON body of every webhook event. Data is the job's
+// public view: events reach every endpoint, not only the job's creator.
 type EventBody struct {
 	Type      EventType `json:"type"`
 	Timestamp time.Time `json:"timestamp"`
-	Data      Job       `json:"data"`
+	Data      EventData `json:"data"`
 }
 
 var (
@@ -303,7 +304,7 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 	}
 	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), len(change.Events)}
 	for _, e := range change.Events {
-		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j})
+		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j.Public()})
 		if err != nil {
 			return false, fmt.Errorf("encode event %s: %w", e.ID, err)
 		}
