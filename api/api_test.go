@@ -56,7 +56,7 @@ func newAPIEnv(t *testing.T, tokens ...string) *apiEnv {
 	control := tasks.NewClient(r.Client, tasks.ClientOptions{Namespace: r.Namespace, AllowPrivateWebhooks: false})
 	q := tasks.QueuesFor(r.Namespace)
 	m := metrics.New(metrics.Sources{
-		Inspector: asynq.NewInspectorFromRedisClient(r.Client), Queues: []string{q.Previews, q.Webhooks}, Webhooks: q.Webhooks,
+		Inspector: asynq.NewInspectorFromRedisClient(r.Client), Queues: q.All(), Webhooks: q.Deliveries(),
 		Store: control.Store(),
 	})
 	if tokens == nil {

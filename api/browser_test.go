@@ -61,7 +61,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if _, err := client.Enqueue(hookTask); err != nil {
 		t.Fatal(err)
 	}
-	if err := asynq.NewInspectorFromRedisClient(e.redis.Client).ArchiveTask(q.Webhooks, hook.TaskID()); err != nil {
+	if err := asynq.NewInspectorFromRedisClient(e.redis.Client).ArchiveTask(q.FinalWebhooks, hook.TaskID()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -137,14 +137,14 @@ func TestDashboardInChromium(t *testing.T) {
 	if err != nil || resp.Status != 200 {
 		t.Fatalf("logged-in load: %v, status %v", err, resp)
 	}
-	if err := chromedp.Do(browser, waitText(q.Previews, q.Webhooks)); err != nil {
+	if err := chromedp.Do(browser, waitText(q.Previews, q.Polls, q.FinalWebhooks)); err != nil {
 		t.Fatalf("the queues page does not list our queues: %v", err)
 	}
 	queuesShot, err := chromedp.Run(browser, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}
-	taskURL := e.url + "/monitoring/queues/" + url.PathEscape(q.Previews) + "/tasks/" + url.PathEscape("poll:"+job.ID+":1")
+	taskURL := e.url + "/monitoring/queues/" + url.PathEscape(q.Polls) + "/tasks/" + url.PathEscape("poll:"+job.ID+":1")
 	if err := chromedp.Do(browser, chromedp.Navigate(taskURL), waitText("GET /v1/previews/"+job.ID, "SESSION_BROWSER_1")); err != nil {
 		t.Fatalf("the task page does not show our payload and its job: %v", err)
 	}

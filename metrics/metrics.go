@@ -7,6 +7,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ type Metrics struct {
 type Sources struct {
 	Inspector *asynq.Inspector
 	Queues    []string // the asynq queues to report
-	Webhooks  string   // the webhook queue, whose pending work is the backlog
+	Webhooks  []string // the webhook queues, whose waiting work is the backlog
 	Store     *store.Store
 	Logger    *zap.Logger
 }
@@ -220,6 +221,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Inspector != nil {
+		var backlog int
 		for _, q := range c.src.Queues {
 			info, err := c.src.Inspector.GetQueueInfo(q)
 			if err != nil {
@@ -233,10 +235,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			} {
 				ch <- prometheus.MustNewConstMetric(queueTasksDesc, prometheus.GaugeValue, float64(n), q, state)
 			}
-			if q == c.src.Webhooks {
-				ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(info.Pending+info.Scheduled+info.Retry))
+			if slices.Contains(c.src.Webhooks, q) {
+				backlog += info.Pending + info.Scheduled + info.Retry
 			}
 		}
+		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(backlog))
 	}
 	if c.src.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

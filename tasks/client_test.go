@@ -64,6 +64,16 @@ func (e *env) pending(t *testing.T, queue string) []*asynq.TaskInfo {
 	return infos
 }
 
+// pendingHooks lists the pending tasks of both webhook queues.
+func (e *env) pendingHooks(t *testing.T) []*asynq.TaskInfo {
+	t.Helper()
+	var infos []*asynq.TaskInfo
+	for _, q := range e.q.Deliveries() {
+		infos = append(infos, e.pending(t, q)...)
+	}
+	return infos
+}
+
 func (e *env) scheduled(t *testing.T, queue string) []*asynq.TaskInfo {
 	t.Helper()
 	infos, err := e.inspector.ListScheduledTasks(queue, asynq.PageSize(1000))
@@ -192,7 +202,7 @@ func TestRequestPreviewCreatesQueuedJob(t *testing.T) {
 			if err != nil || p != (tasks.RequestPreview{JobID: j.ID, SessionCode: tt.req.SessionCode}) {
 				t.Errorf("task payload = %+v, %v", p, err)
 			}
-			if hooks := e.pending(t, e.q.Webhooks); len(hooks) != 0 {
+			if hooks := e.pendingHooks(t); len(hooks) != 0 {
 				t.Errorf("webhook tasks %q for a new job", taskIDs(hooks))
 			}
 			if ob := e.outbox(t, j.ID); len(ob) != 0 {
@@ -447,7 +457,7 @@ func TestCancelQueuedJob(t *testing.T) {
 
 			// One fan-out task per event, with or without a webhook_url:
 			// endpoints may want the event too.
-			hooks := e.pending(t, e.q.Webhooks)
+			hooks := e.pending(t, e.q.FinalWebhooks)
 			if len(hooks) != 1 {
 				t.Fatalf("webhook tasks %q, want one fan-out", taskIDs(hooks))
 			}
@@ -475,7 +485,7 @@ func TestCancelQueuedJob(t *testing.T) {
 			if n := len(e.events(t, created.ID)); n != 1 {
 				t.Errorf("%d events after a second Cancel, want 1", n)
 			}
-			if n := len(e.pending(t, e.q.Webhooks)); tt.webhook != "" && n != 1 {
+			if n := len(e.pending(t, e.q.FinalWebhooks)); tt.webhook != "" && n != 1 {
 				t.Errorf("%d webhook tasks after a second Cancel, want 1", n)
 			}
 		})
@@ -511,7 +521,7 @@ func TestCancelFinalJob(t *testing.T) {
 			if ev := e.events(t, created.ID); len(ev) != 0 {
 				t.Errorf("Cancel of a final job stored events %v", ev)
 			}
-			if hooks := e.pending(t, e.q.Webhooks); len(hooks) != 0 {
+			if hooks := e.pendingHooks(t); len(hooks) != 0 {
 				t.Errorf("Cancel of a final job enqueued %q", taskIDs(hooks))
 			}
 		})
@@ -639,12 +649,12 @@ func TestEnqueuerFlush(t *testing.T) {
 			for _, f := range tt.wantPending {
 				wantPending[sprintfID(f, j.ID)] = true
 			}
-			checkIDs(t, "pending", taskIDs(e.pending(t, e.q.Previews)), wantPending)
+			checkIDs(t, "pending", taskIDs(append(e.pending(t, e.q.Previews), e.pending(t, e.q.Polls)...)), wantPending)
 			wantScheduled := map[string]bool{}
 			for _, f := range tt.wantScheduled {
 				wantScheduled[sprintfID(f, j.ID)] = true
 			}
-			scheduled := e.scheduled(t, e.q.Previews)
+			scheduled := append(e.scheduled(t, e.q.Previews), e.scheduled(t, e.q.Polls)...)
 			checkIDs(t, "scheduled", taskIDs(scheduled), wantScheduled)
 			for _, s := range scheduled {
 				if !s.NextProcessAt.Equal(future) {

@@ -30,16 +30,73 @@ const (
 	TypeFanoutWebhook  = "webhook:fanout"
 )
 
-// Queues are the asynq queues of one namespace: previews (requests and
-// polls) and webhooks, apart so that a slow receiver never delays polling.
+// Queues are the asynq queues of one namespace, apart by urgency: the
+// worker serves each pair with strict priority (see worker.Run), so that a
+// backlog of new requests never delays the polls of running jobs, and the
+// accepted and progress webhooks of a burst never delay a job's outcome.
+// Previews and webhooks have servers (and workers) of their own, so a slow
+// receiver never delays polling either.
+//
+// Previews and Webhooks keep the names of the versions before the split:
+// the tasks those versions enqueued (polls and final deliveries included)
+// are served after a rolling upgrade, at the lower priority, and a request
+// task keeps one name, hence one task id, whichever version enqueues it.
 type Queues struct {
-	Previews string
-	Webhooks string
+	Polls         string // polls of running jobs: first
+	Previews      string // new preview requests (the billed POST)
+	FinalWebhooks string // fan-outs and first deliveries of final events: first
+	Webhooks      string // accepted and progress events, and replays
 }
 
 // QueuesFor returns the queue names of a namespace.
 func QueuesFor(namespace string) Queues {
-	return Queues{Previews: namespace + ":previews", Webhooks: namespace + ":webhooks"}
+	return Queues{
+		Polls:         namespace + ":polls",
+		Previews:      namespace + ":previews",
+		FinalWebhooks: namespace + ":webhooks:final",
+		Webhooks:      namespace + ":webhooks",
+	}
+}
+
+// All lists every queue of the namespace, most urgent of each server first:
+// what the worker serves and what orphan scans and metrics walk.
+func (q Queues) All() []string {
+	return []string{q.Polls, q.Previews, q.FinalWebhooks, q.Webhooks}
+}
+
+// Deliveries lists the webhook queues, final events first.
+func (q Queues) Deliveries() []string { return []string{q.FinalWebhooks, q.Webhooks} }
+
+// For returns the queue of p, chosen by urgency.
+func (q Queues) For(p Payload) string {
+	switch p := p.(type) {
+	case RequestPreview:
+		return q.Previews
+	case PollPreview:
+		return q.Polls
+	case FanoutWebhook:
+		return q.webhookQueue(p.EventType, 0)
+	case DeliverWebhook:
+		return q.webhookQueue(p.EventType, p.Replay)
+	}
+	return ""
+}
+
+// webhookQueue: a job's outcome goes ahead of its progress; a replay is an
+// operator's re-send, never urgent.
+func (q Queues) webhookQueue(eventType string, replay int) string {
+	if replay == 0 && finalEvent(store.EventType(eventType)) {
+		return q.FinalWebhooks
+	}
+	return q.Webhooks
+}
+
+func finalEvent(t store.EventType) bool {
+	switch t {
+	case store.EventDone, store.EventFailed, store.EventTimedOut, store.EventCanceled:
+		return true
+	}
+	return false
 }
 
 // Payload is a task payload: it knows its task type, its deterministic task
@@ -237,14 +294,14 @@ func NewTask(p Payload, q Queues, processAt time.Time) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", p.TaskType(), err)
 	}
-	opts := []asynq.Option{asynq.TaskID(p.TaskID())}
+	opts := []asynq.Option{asynq.TaskID(p.TaskID()), asynq.Queue(q.For(p))}
 	switch p.(type) {
 	case RequestPreview:
-		opts = append(opts, asynq.Queue(q.Previews), asynq.MaxRetry(requestMaxRetry), asynq.Timeout(requestTimeout))
+		opts = append(opts, asynq.MaxRetry(requestMaxRetry), asynq.Timeout(requestTimeout))
 	case PollPreview:
-		opts = append(opts, asynq.Queue(q.Previews), asynq.MaxRetry(pollMaxRetry), asynq.Timeout(pollTimeout))
+		opts = append(opts, asynq.MaxRetry(pollMaxRetry), asynq.Timeout(pollTimeout))
 	case DeliverWebhook, FanoutWebhook:
-		opts = append(opts, asynq.Queue(q.Webhooks), asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(webhookTimeout))
+		opts = append(opts, asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(webhookTimeout))
 	default:
 		return nil, fmt.Errorf("tasks: unknown payload type %T", p)
 	}

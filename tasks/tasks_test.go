@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +22,14 @@ const (
 
 func TestQueuesFor(t *testing.T) {
 	q := tasks.QueuesFor("ns1")
-	if q.Previews != "ns1:previews" || q.Webhooks != "ns1:webhooks" {
-		t.Errorf("QueuesFor(ns1) = %+v", q)
+	// Previews and Webhooks keep their names across versions: tasks already
+	// enqueued there must be served after an upgrade.
+	want := tasks.Queues{Polls: "ns1:polls", Previews: "ns1:previews", FinalWebhooks: "ns1:webhooks:final", Webhooks: "ns1:webhooks"}
+	if q != want {
+		t.Errorf("QueuesFor(ns1) = %+v, want %+v", q, want)
+	}
+	if got := q.All(); !slices.Equal(got, []string{want.Polls, want.Previews, want.FinalWebhooks, want.Webhooks}) {
+		t.Errorf("All() = %q", got)
 	}
 }
 
@@ -67,6 +74,8 @@ func decodeAny(t *testing.T, want tasks.Payload, taskType string, raw []byte) (t
 		return tasks.Decode[tasks.PollPreview](task)
 	case tasks.DeliverWebhook:
 		return tasks.Decode[tasks.DeliverWebhook](task)
+	case tasks.FanoutWebhook:
+		return tasks.Decode[tasks.FanoutWebhook](task)
 	}
 	t.Fatalf("no decoder for %T", want)
 	return nil, nil
@@ -230,13 +239,21 @@ func TestNewTaskEnqueued(t *testing.T) {
 		{name: "request now", p: tasks.RequestPreview{JobID: testJobID, SessionCode: "S"},
 			wantQueue: q.Previews, wantMaxRetry: 60, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStatePending},
 		{name: "poll now", p: tasks.PollPreview{JobID: testJobID, SessionCode: "S", Seq: 1},
-			wantQueue: q.Previews, wantMaxRetry: 10, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStatePending},
+			wantQueue: q.Polls, wantMaxRetry: 10, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStatePending},
 		{name: "poll later", p: tasks.PollPreview{JobID: testJobID, SessionCode: "S", Seq: 2}, processAt: future,
-			wantQueue: q.Previews, wantMaxRetry: 10, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStateScheduled},
+			wantQueue: q.Polls, wantMaxRetry: 10, wantTimeout: 2 * time.Minute, wantState: asynq.TaskStateScheduled},
 		{name: "webhook now", p: tasks.DeliverWebhook{JobID: testJobID, EventID: testEventID, EventType: "preview.done", Destination: "job"},
-			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
+			wantQueue: q.FinalWebhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
 		{name: "webhook later", p: tasks.DeliverWebhook{JobID: testJobID, EventID: "evt_ffffffffffffffffffffffffffffffff", EventType: "preview.done", Destination: "job"}, processAt: future,
-			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStateScheduled},
+			wantQueue: q.FinalWebhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStateScheduled},
+		{name: "accepted webhook", p: tasks.DeliverWebhook{JobID: testJobID, EventID: "evt_11111111111111111111111111111111", EventType: "preview.accepted", Destination: "job"},
+			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
+		{name: "replay of a final webhook", p: tasks.DeliverWebhook{JobID: testJobID, EventID: testEventID, EventType: "preview.failed", Destination: "job", Replay: 1},
+			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
+		{name: "fanout of a final event", p: tasks.FanoutWebhook{JobID: testJobID, EventID: testEventID, EventType: "preview.timed_out"},
+			wantQueue: q.FinalWebhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
+		{name: "fanout of a progress event", p: tasks.FanoutWebhook{JobID: testJobID, EventID: "evt_22222222222222222222222222222222", EventType: "preview.progress"},
+			wantQueue: q.Webhooks, wantMaxRetry: 50, wantTimeout: time.Minute, wantState: asynq.TaskStatePending},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,7 +64,7 @@ func BenchmarkFinishedJobFootprint(b *testing.B) {
 		}
 		// Tasks that completed are deleted by asynq (no Retention): count
 		// whatever is left of this job's tasks in either queue.
-		for _, q := range []string{h.queues.Previews, h.queues.Webhooks} {
+		for _, q := range h.queues.All() {
 			iter := h.redis.Client.Scan(ctx, 0, "asynq:{"+q+"}:t:*"+done.ID+"*", 1000).Iterator()
 			for iter.Next(ctx) {
 				if n, err := h.redis.Client.MemoryUsage(ctx, iter.Val()).Result(); err == nil {

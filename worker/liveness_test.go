@@ -50,10 +50,7 @@ func (h *harness) recordInflight(workerID string, p tasks.Payload, retried, maxR
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	queue := h.queues.Previews
-	if strings.HasPrefix(p.TaskType(), "webhook:") {
-		queue = h.queues.Webhooks
-	}
+	queue := h.queues.For(p)
 	if _, err := h.store.StartTask(context.Background(), workerID, p.TaskID(), store.InflightTask{
 		Type: p.TaskType(), Queue: queue, Payload: raw, Retried: retried, MaxRetry: maxRetry, StartedAt: time.Now(),
 	}); err != nil {
@@ -115,7 +112,7 @@ func TestRescuersRacingMakeOneCopy(t *testing.T) {
 	close(start)
 	wg.Wait()
 
-	copies := h.rescueTasks(h.queues.Previews)
+	copies := h.rescueTasks(h.queues.Polls)
 	if len(copies) != 1 || created.Load() != 1 {
 		t.Fatalf("%d rescue copies in asynq, %d reported created; want 1 and 1", len(copies), created.Load())
 	}
@@ -141,7 +138,7 @@ func TestRescuersRacingMakeOneCopy(t *testing.T) {
 	// it read before it was removed.
 	stop := h.start()
 	testutil.Eventually(t, 10*time.Second, "the rescue copy to complete", func() bool {
-		info := h.taskInfo(h.queues.Previews, rid)
+		info := h.taskInfo(h.queues.Polls, rid)
 		return info == nil || info.State == asynq.TaskStateCompleted
 	})
 	stop()
@@ -153,7 +150,7 @@ func TestRescuersRacingMakeOneCopy(t *testing.T) {
 	if n, err := rescuers[0].Rescue(ctx); err != nil || n != 0 {
 		t.Errorf("a stale rescue after the copy completed created %d copies (err %v), want 0", n, err)
 	}
-	if copies := h.rescueTasks(h.queues.Previews); len(copies) != 1 {
+	if copies := h.rescueTasks(h.queues.Polls); len(copies) != 1 {
 		t.Errorf("%d rescue copies after a stale rescue, want 1", len(copies))
 	}
 }
@@ -207,7 +204,7 @@ func TestLiveWorkersTasksAreNeverRescued(t *testing.T) {
 	if !sawInflight {
 		t.Error("the busy worker never had an in-flight record: the test proved nothing")
 	}
-	for _, q := range []string{h.queues.Previews, h.queues.Webhooks} {
+	for _, q := range h.queues.All() {
 		for _, c := range h.rescueTasks(q) {
 			t.Errorf("a live worker's task was rescued: %s", c.ID)
 		}

@@ -61,7 +61,7 @@ func (w *Worker) rescueOrphans(ctx context.Context, beats []store.WorkerBeat) (i
 	seen := map[string]time.Time{}
 	var enqueued int
 	var errs []error
-	for _, queue := range []string{w.opts.Queues.Previews, w.opts.Queues.Webhooks} {
+	for _, queue := range w.opts.Queues.All() {
 		active, err := w.inspector().ListActiveTasks(queue, asynq.PageSize(orphanScanLimit))
 		if errors.Is(err, asynq.ErrQueueNotFound) {
 			continue

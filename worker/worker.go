@@ -179,8 +179,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
 
-	previews := w.server(baseCtx, w.opts.Queues.Previews, w.opts.Concurrency)
-	webhooks := w.server(baseCtx, w.opts.Queues.Webhooks, w.opts.WebhookConcurrency)
+	q := w.opts.Queues
+	previews := w.server(baseCtx, []string{q.Polls, q.Previews}, w.opts.Concurrency)
+	webhooks := w.server(baseCtx, q.Deliveries(), w.opts.WebhookConcurrency)
 	handler := w.Handler()
 	// Liveness outlives the drain: handlers still running must not look dead.
 	stopLiveness := w.startLiveness(ctx)
@@ -197,8 +198,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	sweepCtx, stopSweeper := context.WithCancel(baseCtx)
 	wg.Go(func() { w.sweepLoop(sweepCtx) })
 	w.log.Info("worker started",
-		zap.String("previews_queue", w.opts.Queues.Previews), zap.Int("concurrency", w.opts.Concurrency),
-		zap.String("webhooks_queue", w.opts.Queues.Webhooks), zap.Int("webhook_concurrency", w.opts.WebhookConcurrency))
+		zap.Strings("preview_queues", []string{q.Polls, q.Previews}), zap.Int("concurrency", w.opts.Concurrency),
+		zap.Strings("webhook_queues", q.Deliveries()), zap.Int("webhook_concurrency", w.opts.WebhookConcurrency))
 
 	<-ctx.Done()
 	w.log.Info("worker draining")
@@ -219,17 +220,31 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// server builds one asynq server: one per queue, so that webhook deliveries
-// and preview work never wait for each other's workers, and each server's
-// dequeue loop serves only its own queue.
-func (w *Worker) server(baseCtx context.Context, queue string, concurrency int) *asynq.Server {
+// server builds one asynq server: one for preview work and one for webhook
+// deliveries, so that they never wait for each other's workers. Each serves
+// its queues, most urgent first, with strict priority: a task of a later
+// queue is taken only when the earlier ones have nothing due. A backlog of
+// new requests thus never delays a due poll by more than the time one
+// running task takes to free its worker, whatever the backlog's length.
+// Strict priority cannot starve the later queue for good: polls are paced
+// per job (one chain, at most one poll a Polling.Interval) and a job has one
+// final event, so the urgent queues drain whenever the workers are not
+// already too few for the running jobs alone; then holding new requests
+// back is the backpressure wanted, not a fault (weights would instead let a
+// backlog of requests take a share of the workers from due polls).
+func (w *Worker) server(baseCtx context.Context, queues []string, concurrency int) *asynq.Server {
+	priorities := make(map[string]int, len(queues))
+	for i, q := range queues {
+		priorities[q] = len(queues) - i
+	}
 	// ProcessIn has one-second granularity; checking for due tasks this
 	// often makes a 1 s poll interval really fire about every second.
 	check := min(time.Second, w.opts.Polling.Interval/2)
 	return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              concurrency,
 		BaseContext:              func() context.Context { return baseCtx },
-		Queues:                   map[string]int{queue: 1},
+		Queues:                   priorities,
+		StrictPriority:           true,
 		IsFailure:                isFailure,
 		RetryDelayFunc:           w.retryDelay,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.handlers.handleError),

@@ -434,7 +434,7 @@ func TestStaleAndDuplicatePollsDoNothing(t *testing.T) {
 	if err := w.Handlers().PollPreview(ctx, mustTask(t, tasks.PollPreview{JobID: job.ID, SessionCode: code, Seq: 1})); err != nil {
 		t.Fatal(err)
 	}
-	if info := h.taskInfo(h.queues.Previews, "poll:"+job.ID+":2"); info == nil || info.State != asynq.TaskStateScheduled {
+	if info := h.taskInfo(h.queues.Polls, "poll:"+job.ID+":2"); info == nil || info.State != asynq.TaskStateScheduled {
 		t.Fatalf("poll 2 task: %+v, want scheduled", info)
 	}
 	if h.job(job.ID).Polls != 1 {

@@ -201,7 +201,7 @@ func deleteNamespace(ctx context.Context, rdb redis.UniversalClient, ns string) 
 		}
 	}
 	q := tasks.QueuesFor(ns)
-	rdb.SRem(ctx, "asynq:queues", q.Previews, q.Webhooks)
+	rdb.SRem(ctx, "asynq:queues", q.All())
 }
 
 // demoSession returns the i-th demo session: both schemas, a few seconds of

@@ -71,8 +71,8 @@ func newMetrics(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger) *
 	q := tasks.QueuesFor(cfg.Namespace)
 	return metrics.New(metrics.Sources{
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),
-		Queues:    []string{q.Previews, q.Webhooks},
-		Webhooks:  q.Webhooks,
+		Queues:    q.All(),
+		Webhooks:  q.Deliveries(),
 		Store:     store.New(rdb, store.Options{Namespace: cfg.Namespace, Retention: cfg.Retention}),
 		Logger:    log,
 	})

@@ -100,7 +100,7 @@ func (r *Redis) cleanup(t testing.TB) {
 			r.Client.Del(ctx, k)
 		}
 	}
-	r.Client.SRem(ctx, "asynq:queues", r.Namespace+":previews", r.Namespace+":webhooks")
+	r.Client.SRem(ctx, "asynq:queues", r.Namespace+":polls", r.Namespace+":previews", r.Namespace+":webhooks:final", r.Namespace+":webhooks")
 }
 
 // Keys lists the namespace's previewd keys (tests only).
