@@ -64,22 +64,22 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[min(max(rank, 0), len(s)-1)]
 }
 
-// waitFor checks cond every 10 ms until it holds, ctx ends or limit passes.
-func waitFor(ctx context.Context, limit time.Duration, what string, cond func() (bool, string)) error {
+// waitFor checks cond every 10 ms until it holds, ctx ends or limit passes;
+// progress says how far it got, for the error.
+func waitFor(ctx context.Context, limit time.Duration, what string, cond func() bool, progress func() string) error {
 	deadline := time.Now().Add(limit)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		ok, progress := cond()
-		if ok {
+		if cond() {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after %s waiting for %s: %s", limit, what, progress)
+			return fmt.Errorf("gave up after %s waiting for %s: %s", limit, what, progress())
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (%s)", what, ctx.Err(), progress)
+			return fmt.Errorf("waiting for %s: %w (%s)", what, ctx.Err(), progress())
 		case <-tick.C:
 		}
 	}

@@ -107,7 +107,7 @@ func (r *rig) ours(ctx context.Context) (Phase, error) {
 	// Let the deliveries still queued (progress events) finish before the
 	// worker stops, so that what is left in Redis is what a finished job
 	// keeps, not work in flight. This is outside the measured window.
-	if err := r.awaitDrained(ctx, queues.Previews, queues.Webhooks); err != nil {
+	if err := r.awaitDrained(ctx, queues.All()...); err != nil {
 		return Phase{}, err
 	}
 	if err := stop(); err != nil {
@@ -128,15 +128,25 @@ func (r *rig) ours(ctx context.Context) (Phase, error) {
 // or retrying task.
 func (r *rig) awaitDrained(ctx context.Context, queues ...string) error {
 	insp := asynq.NewInspectorFromRedisClient(r.rdb)
-	return waitFor(ctx, 30*time.Second, "the queues to drain", func() (bool, string) {
-		left := 0
+	left := func() (int, error) {
+		n := 0
 		for _, q := range queues {
 			info, err := insp.GetQueueInfo(q)
 			if err != nil {
-				return false, err.Error()
+				return 0, err
 			}
-			left += info.Pending + info.Active + info.Scheduled + info.Retry
+			n += info.Pending + info.Active + info.Scheduled + info.Retry
 		}
-		return left == 0, fmt.Sprintf("%d tasks left", left)
+		return n, nil
+	}
+	return waitFor(ctx, 30*time.Second, "the queues to drain", func() bool {
+		n, err := left()
+		return err == nil && n == 0
+	}, func() string {
+		n, err := left()
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%d tasks left", n)
 	})
 }
