@@ -2,9 +2,10 @@
 //
 // It owns three things and nothing else:
 //
-//   - Signing and verification per Standard Webhooks v1 (Secret, Signer,
-//     Verify): the webhook-id, webhook-timestamp and webhook-signature
-//     headers, HMAC-SHA256 over "id.timestamp.body".
+//   - Signing and verification per Standard Webhooks (Secret, SigningKey,
+//     Signer, Verify, VerifyAsymmetric): the webhook-id, webhook-timestamp
+//     and webhook-signature headers, HMAC-SHA256 (v1, whsec_ secrets) or
+//     ed25519 (v1a, whsk_/whpk_ key pairs) over "id.timestamp.body".
 //   - The address policy that keeps webhooks off private networks (IsPublic,
 //     CheckURL). It is applied when a URL is registered and again on the
 //     address actually dialled, so DNS rebinding is caught.

@@ -39,16 +39,18 @@ var (
 	// ErrTimestampTooNew means the timestamp is further in the future than
 	// the tolerance allows.
 	ErrTimestampTooNew = errors.New("webhook timestamp too new")
-	// ErrNoMatchingSignature means no v1 signature matched the secret.
+	// ErrNoMatchingSignature means no v1 signature matched the secret (or,
+	// for VerifyAsymmetric, no v1a signature verified under the public key).
 	ErrNoMatchingSignature = errors.New("no matching webhook signature")
 )
 
-// Signer signs webhook messages with one or more secrets. More than one is
-// active during a rotation window, so receivers holding either the old or
-// the new secret accept the message. A Signer is immutable and safe for
-// concurrent use.
+// Signer signs webhook messages with one or more keys: HMAC secrets (v1)
+// and ed25519 signing keys (v1a). More than one is active during a
+// rotation window, so receivers holding either the old or the new key
+// accept the message. A Signer is immutable and safe for concurrent use.
 type Signer struct {
 	secrets []Secret
+	keys    []SigningKey
 }
 
 // NewSigner returns a Signer for the given secrets, in order. Zero secrets
@@ -65,18 +67,62 @@ func NewSigner(secrets ...Secret) *Signer {
 	return &Signer{secrets: kept}
 }
 
+// NewAsymmetricSigner returns a Signer that signs v1a with the given
+// ed25519 keys, in order; zero keys are skipped.
+func NewAsymmetricSigner(keys ...SigningKey) *Signer {
+	kept := make([]SigningKey, 0, len(keys))
+	for _, k := range keys {
+		if !k.IsZero() {
+			kept = append(kept, k)
+		}
+	}
+	return &Signer{keys: kept}
+}
+
+// SignerFor parses stored keys, each a whsec_ secret (v1) or a whsk_
+// signing key (v1a), and returns a Signer for them in order. The error
+// never repeats a key.
+func SignerFor(encoded ...string) (*Signer, error) {
+	s := &Signer{}
+	for _, enc := range encoded {
+		if IsSigningKey(enc) {
+			k, err := ParseSigningKey(enc)
+			if err != nil {
+				return nil, err
+			}
+			s.keys = append(s.keys, k)
+			continue
+		}
+		sec, err := ParseSecret(enc)
+		if err != nil {
+			return nil, err
+		}
+		s.secrets = append(s.secrets, sec)
+	}
+	return s, nil
+}
+
 // Signature returns the webhook-signature header value: "v1,<base64
-// HMAC-SHA256(key, id.unix_seconds.body)>" for each secret, separated by
-// spaces.
+// HMAC-SHA256(key, id.unix_seconds.body)>" for each secret, then
+// "v1a,<base64 ed25519 signature of the same content>" for each signing
+// key, separated by spaces.
 func (s *Signer) Signature(id string, ts time.Time, body []byte) string {
 	var b strings.Builder
-	for i, sec := range s.secrets {
-		if i > 0 {
+	for _, sec := range s.secrets {
+		if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
 		b.WriteString(signatureVersion)
 		b.WriteByte(',')
 		b.Write(sign(sec.key(), id, ts.Unix(), body))
+	}
+	for _, k := range s.keys {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(asymmetricVersion)
+		b.WriteByte(',')
+		b.Write(signAsymmetric(k.k.priv, id, ts.Unix(), body))
 	}
 	return b.String()
 }
@@ -112,28 +158,9 @@ func sign(key []byte, id string, unix int64, body []byte) []byte {
 // recommended 5 minutes. The returned error wraps one of ErrMissingHeaders,
 // ErrTimestampTooOld, ErrTimestampTooNew or ErrNoMatchingSignature.
 func Verify(secret Secret, h http.Header, body []byte, now time.Time, tolerance time.Duration) error {
-	id := h.Get(headerID)
-	tsRaw := h.Get(headerTimestamp)
-	sigs := h.Get(headerSignature)
-	if id == "" || tsRaw == "" || sigs == "" {
-		return fmt.Errorf("webhook: verify: %w", ErrMissingHeaders)
-	}
-	unix, err := strconv.ParseInt(tsRaw, 10, 64)
+	id, unix, sigs, err := checkHeaders(h, now, tolerance)
 	if err != nil {
-		return fmt.Errorf("webhook: verify: timestamp is not unix seconds: %w", ErrMissingHeaders)
-	}
-	if tolerance <= 0 {
-		tolerance = defaultTolerance
-	}
-	// Compare in seconds rather than with time.Time arithmetic, which
-	// saturates and could let absurd timestamps through.
-	nowUnix := now.Unix()
-	tolSec := int64(tolerance / time.Second)
-	switch {
-	case unix < nowUnix-tolSec:
-		return fmt.Errorf("webhook: verify: %w", ErrTimestampTooOld)
-	case unix > nowUnix+tolSec:
-		return fmt.Errorf("webhook: verify: %w", ErrTimestampTooNew)
+		return err
 	}
 	// An empty key would make signatures forgeable; refuse instead of
 	// "verifying" against it.
@@ -151,4 +178,33 @@ func Verify(secret Secret, h http.Header, body []byte, now time.Time, tolerance 
 		}
 	}
 	return fmt.Errorf("webhook: verify: %w", ErrNoMatchingSignature)
+}
+
+// checkHeaders reads the three headers and checks the timestamp against
+// now within tolerance (5 minutes when not positive).
+func checkHeaders(h http.Header, now time.Time, tolerance time.Duration) (id string, unix int64, sigs string, err error) {
+	id = h.Get(headerID)
+	tsRaw := h.Get(headerTimestamp)
+	sigs = h.Get(headerSignature)
+	if id == "" || tsRaw == "" || sigs == "" {
+		return "", 0, "", fmt.Errorf("webhook: verify: %w", ErrMissingHeaders)
+	}
+	unix, err = strconv.ParseInt(tsRaw, 10, 64)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("webhook: verify: timestamp is not unix seconds: %w", ErrMissingHeaders)
+	}
+	if tolerance <= 0 {
+		tolerance = defaultTolerance
+	}
+	// Compare in seconds rather than with time.Time arithmetic, which
+	// saturates and could let absurd timestamps through.
+	nowUnix := now.Unix()
+	tolSec := int64(tolerance / time.Second)
+	switch {
+	case unix < nowUnix-tolSec:
+		return "", 0, "", fmt.Errorf("webhook: verify: %w", ErrTimestampTooOld)
+	case unix > nowUnix+tolSec:
+		return "", 0, "", fmt.Errorf("webhook: verify: %w", ErrTimestampTooNew)
+	}
+	return id, unix, sigs, nil
 }
