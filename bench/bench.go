@@ -40,7 +40,7 @@ import (
 
 // Options configure a run. Zero values take the defaults.
 type Options struct {
-	// Jobs per phase; default 2,000, or 300 with Short.
+	// Jobs per phase; default 2,000, or 500 with Short.
 	Jobs int
 	// Short paces the run for CI: under two minutes in all.
 	Short bool
@@ -67,7 +67,7 @@ func (o *Options) defaults() error {
 	if o.Jobs == 0 {
 		o.Jobs = 2000
 		if o.Short {
-			o.Jobs = 300
+			o.Jobs = 500
 		}
 	}
 	if o.Jobs < 1 || o.Jobs > 100000 {

@@ -15,8 +15,8 @@ import (
 // peer pipeline and previewd's workers on one Redis and simulator.
 func cmdBench(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "bench")
-	short := fs.Bool("short", false, "CI pace: 300 jobs per phase (unless --jobs), under 2 minutes")
-	jobs := fs.Int("jobs", 0, "jobs per phase (default 300 with --short, else 2000)")
+	short := fs.Bool("short", false, "CI pace: 500 jobs per phase (unless --jobs), under 2 minutes")
+	jobs := fs.Int("jobs", 0, "jobs per phase (default 500 with --short, else 2000)")
 	redisURL := fs.String("redis-url", "", "Redis to run on (default: an embedded redis-server on a free port; without one, PREVIEWD_REDIS_URL or redis://127.0.0.1:6379/0)")
 	pollInterval := fs.Duration("poll-interval", time.Second, "every pipeline's poll interval")
 	concurrency := fs.Int("concurrency", 10, "previewd's preview and webhook concurrency each (the peer's server gets both)")
