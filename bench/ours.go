@@ -58,7 +58,7 @@ func (r *rig) ours(ctx context.Context) (Phase, error) {
 		stopWorker = nil
 		return <-done
 	}
-	defer stop() //nolint:errcheck // the error path; the happy path checks it
+	defer func() { _ = stop() }() // the error paths; the happy path checks it
 	if err := awaitServers(ctx, r.rdb, before, 2); err != nil {
 		return Phase{}, err
 	}
