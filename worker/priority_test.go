@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/previewd/previewd/csm"
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
 )
 
 // TestBacklogOfRequestsDoesNotDelayRunningJobs: jobs already generating
@@ -32,26 +35,35 @@ func TestBacklogOfRequestsDoesNotDelayRunningJobs(t *testing.T) {
 	prefix := "SESSION_PRIO_" + testutil.RandomHex(4) + "_"
 
 	// The running jobs: accepted upstream, then their worker goes away with
-	// their next polls scheduled.
+	// their next polls scheduled (a minute on: they stay scheduled while
+	// the burst is queued).
+	h.opts.Polling.Interval, h.opts.Polling.MaxInterval = time.Minute, time.Minute
 	stopFirst := h.start()
+	h.opts.Polling.Interval, h.opts.Polling.MaxInterval = time.Second, time.Second
 	codes := make([]string, running)
 	jobs := map[string]bool{}
 	for i := range codes {
 		codes[i] = fmt.Sprintf("%sRUN_%d", prefix, i)
 		jobs[h.request(codes[i], csmsim.SessionConfig{GenerationTime: 3 * time.Second}).ID] = true
 	}
-	testutil.Eventually(t, 20*time.Second, "the running jobs' previews to be accepted", func() bool {
-		for _, c := range codes {
-			if h.sim.AcceptedPreviews(c) != 1 {
+	var polls []string
+	testutil.Eventually(t, 20*time.Second, "the running jobs to be generating, their next polls scheduled", func() bool {
+		polls = polls[:0]
+		for id := range jobs {
+			j := h.job(id)
+			poll := tasks.PollPreview{JobID: id, SessionCode: j.SessionCode, Seq: j.Poll.Seq}
+			info := h.taskInfo(h.queues.For(poll), poll.TaskID())
+			if j.Status != store.StatusGenerating || info == nil || info.State != asynq.TaskStateScheduled {
 				return false
 			}
+			polls = append(polls, poll.TaskID())
 		}
 		return true
 	})
 	stopFirst()
-	for id := range jobs {
-		if j := h.job(id); j.Status != store.StatusGenerating {
-			t.Fatalf("running job %s is %s, want generating: the test proves nothing", id, j.Status)
+	for _, c := range codes {
+		if n := h.sim.AcceptedPreviews(c); n != 1 {
+			t.Fatalf("%d accepted previews for running session %s, want 1", n, c)
 		}
 	}
 
@@ -89,6 +101,13 @@ func TestBacklogOfRequestsDoesNotDelayRunningJobs(t *testing.T) {
 		return true
 	})
 
+	// The running jobs' polls fall due now, behind the burst: moved to their
+	// queue's pending list as asynq's forwarder moves every due task.
+	for _, id := range polls {
+		if err := h.inspector.RunTask(h.queues.For(tasks.PollPreview{}), id); err != nil {
+			t.Fatalf("make poll %s due: %v", id, err)
+		}
+	}
 	start := time.Now()
 	h.start()
 	var lastDone time.Time
