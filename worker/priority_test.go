@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
 
 	"github.com/previewd/previewd/csm"
 	"github.com/previewd/previewd/csmsim"
@@ -131,4 +135,84 @@ func TestBacklogOfRequestsDoesNotDelayRunningJobs(t *testing.T) {
 	if info, err := h.inspector.GetQueueInfo(h.queues.Previews); err == nil {
 		t.Logf("requests still queued then: %d pending", info.Pending)
 	}
+}
+
+// TestMeasureDetectionUnderBacklog measures how late running jobs learn
+// that their session is done (job finished_at minus the simulator's done
+// time) while N new requests are queued, for N = 100 and 10,000. It asserts
+// nothing about speed: set PREVIEWD_MEASURE_BACKLOG=1 and read the log.
+func TestMeasureDetectionUnderBacklog(t *testing.T) {
+	if os.Getenv("PREVIEWD_MEASURE_BACKLOG") == "" {
+		t.Skip("a measurement: set PREVIEWD_MEASURE_BACKLOG=1")
+	}
+	for _, backlog := range []int{100, 10000} {
+		t.Run(strconv.Itoa(backlog), func(t *testing.T) { measureDetection(t, backlog) })
+	}
+}
+
+func measureDetection(t *testing.T, backlog int) {
+	const running = 100
+	const generation = 20 * time.Second // outlasts queueing the backlog
+	h := newHarness(t, withDeadline(30*time.Minute))
+	h.opts.Concurrency = 10
+	h.log = zap.NewNop()
+	h.opts.Logger = h.log
+	prefix := "SESSION_MEASURE_" + testutil.RandomHex(4) + "_"
+	h.start()
+	codes := make([]string, running)
+	gen := map[string]time.Duration{}
+	ids := map[string]string{}
+	for i := range codes {
+		codes[i] = fmt.Sprintf("%sRUN_%d", prefix, i)
+		// Done times spread over 10 s, so that they fall while the backlog
+		// is being worked through.
+		gen[codes[i]] = generation + time.Duration(i)*100*time.Millisecond
+		ids[codes[i]] = h.request(codes[i], csmsim.SessionConfig{GenerationTime: gen[codes[i]]}).ID
+	}
+	testutil.Eventually(t, time.Minute, "the running jobs' previews to be accepted", func() bool {
+		for _, c := range codes {
+			if h.sim.AcceptedPreviews(c) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	queued := time.Now()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				h.request(fmt.Sprintf("%sNEW_%d", prefix, i), csmsim.SessionConfig{GenerationTime: time.Millisecond})
+			}
+		})
+	}
+	for i := range backlog {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	t.Logf("%d requests queued in %.1fs", backlog, time.Since(queued).Seconds())
+	var delays []time.Duration
+	var pendingAtLast int
+	testutil.Eventually(t, 30*time.Minute, "the running jobs to finish", func() bool {
+		for _, c := range codes {
+			if !h.job(ids[c]).Status.Final() {
+				return false
+			}
+		}
+		if info, err := h.inspector.GetQueueInfo(h.queues.Previews); err == nil {
+			pendingAtLast = info.Pending
+		}
+		return true
+	})
+	for _, c := range codes {
+		j := h.job(ids[c])
+		call, _ := h.sim.LastPreview(c)
+		delays = append(delays, j.FinishedAt.Sub(call.At.Add(gen[c])))
+	}
+	slices.Sort(delays)
+	p := func(q float64) time.Duration { return delays[min(len(delays)-1, int(q*float64(len(delays))))] }
+	t.Logf("backlog %d: detection delay over %d running jobs p50 %s p99 %s max %s; %d requests still pending when the last finished",
+		backlog, running, p(0.5).Round(time.Millisecond), p(0.99).Round(time.Millisecond), delays[len(delays)-1].Round(time.Millisecond), pendingAtLast)
 }
