@@ -5,11 +5,12 @@
 -- KEYS[1] job hash, KEYS[2] outbox hash
 -- ARGV: doc, status, fingerprint, ttl_ms, nonce, n_outbox, (entry_id, data) * n_outbox
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  local cur = redis.call('HMGET', KEYS[1], 'w', 'rhash', 'doc')
   local mine = 0
-  if redis.call('HGET', KEYS[1], 'w') == ARGV[5] then
+  if cur[1] == ARGV[5] then
     mine = 1
   end
-  return {0, redis.call('HGET', KEYS[1], 'rhash') or '', redis.call('HGET', KEYS[1], 'doc') or '', mine}
+  return {0, cur[2] or '', cur[3] or '', mine}
 end
 redis.call('HSET', KEYS[1], 'v', 1, 'status', ARGV[2], 'doc', ARGV[1], 'rhash', ARGV[3], 'w', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])

@@ -13,17 +13,19 @@
 -- ARGV: version, status, doc, ttl_ms, nonce, n_events, (event_id, body) * n_events,
 --       n_outbox, (entry_id, data) * n_outbox
 local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
-local v = redis.call('HGET', KEYS[1], 'v')
+-- One read of the three fields the checks need.
+local cur = redis.call('HMGET', KEYS[1], 'v', 'w', 'status')
+local v = cur[1]
 if not v then
   return 'notfound'
 end
 if v ~= ARGV[1] then
-  if redis.call('HGET', KEYS[1], 'w') == ARGV[5] then
+  if cur[2] == ARGV[5] then
     return 'ok'
   end
   return 'conflict'
 end
-local old = redis.call('HGET', KEYS[1], 'status')
+local old = cur[3]
 local new = ARGV[2]
 if old ~= new then
   if rank[new] == nil or rank[old] == nil or rank[old] == 3 or rank[new] < rank[old] then
@@ -47,9 +49,9 @@ for _ = 1, n do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+-- The job's other keys expire with it. PEXPIRE leaves a missing key
+-- missing, so no EXISTS is needed first.
 for k = 2, 4 do
-  if redis.call('EXISTS', KEYS[k]) == 1 then
-    redis.call('PEXPIRE', KEYS[k], ttl)
-  end
+  redis.call('PEXPIRE', KEYS[k], ttl)
 end
 return 'ok'
