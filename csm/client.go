@@ -277,18 +277,22 @@ func (c *Client) do(ctx context.Context, cl call) ([]byte, error) {
 	if len(body) > maxResponseBytes {
 		return nil, &Error{Op: op, Kind: KindProtocol, StatusCode: resp.StatusCode, Retryable: true, MaybeAccepted: true, Err: errors.New("response larger than 1 MiB")}
 	}
+	// Our key is scrubbed from the whole body before anything reads it, so
+	// that no part of it (a decode error's quote, a message cut to length)
+	// can carry a piece of the key on.
+	body = c.scrubBytes(body)
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 
 	var env envelope
 	parsed := json.Unmarshal(body, &env) == nil
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &Error{Op: op, RetryAfter: retryAfter, Message: c.scrub(errorMessage(env, parsed, body))}
+		e := &Error{Op: op, RetryAfter: retryAfter, Message: c.errorMessage(env, parsed, body)}
 		classifyStatus(e, resp.StatusCode)
 		return nil, e
 	}
 	// The legacy envelope can carry a failure inside an HTTP 200.
 	if parsed && (env.statusCode() >= 400 || env.errorText() != "") {
-		e := &Error{Op: op, RetryAfter: retryAfter, Message: c.scrub(errorMessage(env, parsed, body))}
+		e := &Error{Op: op, RetryAfter: retryAfter, Message: c.errorMessage(env, parsed, body)}
 		status := env.statusCode()
 		if status == 0 {
 			status = resp.StatusCode
@@ -305,17 +309,33 @@ func (c *Client) do(ctx context.Context, cl call) ([]byte, error) {
 }
 
 // scrub removes our API key from an upstream message, should CSM ever echo
-// it: messages end up in logs and in job errors.
+// it: messages end up in logs, in job errors and in asynq's last_err. It
+// must run before any cut to length: a cut through the key would leave a
+// prefix of it that no later scrub recognises.
 func (c *Client) scrub(msg string) string {
 	if c.apiKey == "" {
 		return msg
 	}
-	return strings.ReplaceAll(msg, c.apiKey, "[redacted]")
+	return strings.ReplaceAll(msg, c.apiKey, redactedKey)
 }
 
-func errorMessage(env envelope, parsed bool, body []byte) string {
+// scrubBytes is scrub for a raw response body.
+func (c *Client) scrubBytes(body []byte) []byte {
+	if c.apiKey == "" || !bytes.Contains(body, []byte(c.apiKey)) {
+		return body
+	}
+	return bytes.ReplaceAll(body, []byte(c.apiKey), []byte(redactedKey))
+}
+
+const redactedKey = "[redacted]"
+
+// errorMessage is the upstream message of a failed call, scrubbed of our
+// key and then cleaned and cut to length, in that order. The decoded
+// message is scrubbed again: a JSON string can spell the key with escapes
+// that the raw body does not show.
+func (c *Client) errorMessage(env envelope, parsed bool, body []byte) string {
 	if parsed {
-		msg, errText := env.messageText(), env.errorText()
+		msg, errText := c.scrub(env.messageText()), c.scrub(env.errorText())
 		switch {
 		case msg != "" && errText != "" && msg != errText:
 			return cleanMessage(errText + ": " + msg)
@@ -325,7 +345,7 @@ func errorMessage(env envelope, parsed bool, body []byte) string {
 			return cleanMessage(errText)
 		}
 	}
-	return cleanMessage(string(body))
+	return cleanMessage(c.scrub(string(body)))
 }
 
 // maxRetryAfter bounds the wait upstream can impose on one retry.

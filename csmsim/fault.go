@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -76,6 +77,14 @@ const (
 	// proxy does when the request did not reach it in full in time: the
 	// request is not processed (no preview is accepted).
 	Fault408
+	// FaultEchoKey answers with the request's own x-api-key inside its
+	// message, as a misconfigured proxy's error page might: the message is
+	// Fault.EchoOffset filler dots, the key, then a tail long enough that a
+	// client cutting messages to a few hundred bytes cuts after the key for
+	// small offsets and through or before it for larger ones. The status is
+	// Fault.EchoStatus, 503 when unset. Clients must let no part of the key
+	// reach their errors or logs.
+	FaultEchoKey
 )
 
 // String returns the constant's name without the Fault prefix.
@@ -85,7 +94,7 @@ func (k FaultKind) String() string {
 		FaultRateLimit400: "RateLimit400", Fault500: "500", Fault502: "502", Fault503: "503",
 		FaultEnvelopeError: "EnvelopeError", FaultAcceptThen502: "AcceptThen502",
 		FaultAcceptThenHang: "AcceptThenHang", FaultAcceptThenReset: "AcceptThenReset",
-		Fault408: "408",
+		Fault408: "408", FaultEchoKey: "EchoKey",
 	}
 	if n, ok := names[k]; ok {
 		return n
@@ -110,6 +119,19 @@ type Fault struct {
 	// RetryAfter, when > 0, is sent as a Retry-After header on 429 and 503,
 	// rounded up to whole seconds.
 	RetryAfter time.Duration
+	// EchoOffset is, for FaultEchoKey, the byte offset of the key in the
+	// message (negative counts as 0).
+	EchoOffset int
+	// EchoStatus is FaultEchoKey's HTTP status; 0 means 503.
+	EchoStatus int
+}
+
+// echoTail follows the echoed key: over 300 bytes, so that the message is
+// longer than a 300-byte cut whatever the offset.
+var echoTail = " was refused by the upstream proxy" + strings.Repeat(" (echoed for debugging)", 14)
+
+func echoKeyMessage(key string, offset int) string {
+	return strings.Repeat(".", max(offset, 0)) + key + echoTail
 }
 
 // writeFault answers r as f says. The FaultAcceptThen* kinds only decide
@@ -143,6 +165,12 @@ func (s *Server) writeFault(w http.ResponseWriter, r *http.Request, f Fault) {
 			Message:    "something went wrong while processing the request",
 			StatusCode: http.StatusInternalServerError,
 		})
+	case FaultEchoKey:
+		status := f.EchoStatus
+		if status == 0 {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, status, echoKeyMessage(r.Header.Get("x-api-key"), f.EchoOffset))
 	case FaultAcceptThenHang:
 		s.hang(r)
 	case FaultAcceptThenReset:
