@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/store"
-	"github.com/previewd/previewd/webhook"
 )
 
 // Errors of the producer API.
@@ -30,8 +29,8 @@ type ClientOptions struct {
 	Namespace   string        // default "previewd"
 	JobDeadline time.Duration // default 3h
 	Retention   time.Duration // default 7 days
-	// AllowPrivateWebhooks accepts webhook URLs on loopback and private
-	// addresses (local development and tests only).
+	// AllowPrivateWebhooks accepts webhook and selected_spin URLs on
+	// loopback and private addresses (local development and tests only).
 	AllowPrivateWebhooks bool
 	// Resolver resolves webhook hosts for the address check; default net.DefaultResolver.
 	Resolver *net.Resolver
@@ -93,10 +92,10 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 	if err := req.Validate(); err != nil {
 		return store.Job{}, false, err
 	}
-	if req.WebhookURL != "" {
-		if err := webhook.CheckURL(ctx, req.WebhookURL, c.opts.AllowPrivateWebhooks, c.opts.Resolver); err != nil {
-			return store.Job{}, false, &ValidationError{Fields: []FieldError{{Field: "webhook_url", Message: err.Error()}}}
-		}
+	// Before the fingerprint: the job stores, and is identified by, the
+	// checked URLs (hosts in ASCII).
+	if err := req.CheckAddresses(ctx, c.opts.AllowPrivateWebhooks, c.opts.Resolver); err != nil {
+		return store.Job{}, false, err
 	}
 	fp := req.fingerprint()
 	job := newJob(req, JobID(req, fp), c.opts.Now(), c.opts.JobDeadline)

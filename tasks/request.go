@@ -1,12 +1,14 @@
 package tasks
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/previewd/previewd/csm"
+	"github.com/previewd/previewd/webhook"
 )
 
 // PreviewRequest is what a backend asks for: the preview mesh of one CSM
@@ -46,6 +49,10 @@ type PreviewRequest struct {
 type FieldError struct {
 	Field   string `json:"field"`
 	Message string `json:"message"`
+	// Detail is what the check found out that the client must not see (the
+	// address a host resolves to, from previewd's resolver): for the log
+	// only. It is neither encoded nor part of Error.
+	Detail string `json:"-"`
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
@@ -130,6 +137,45 @@ func (r PreviewRequest) Validate() error {
 	}
 	if msg := checkText(r.IdempotencyKey, maxIdempotencyKey); msg != "" {
 		add("idempotency_key", msg)
+	}
+	if len(fields) > 0 {
+		return &ValidationError{Fields: fields}
+	}
+	return nil
+}
+
+// CheckAddresses applies the address policy to the URLs something will
+// reach: webhook_url, which previewd posts to, and selected_spin, which CSM
+// fetches on our behalf (from inside its own network, where no dial-time
+// check of ours protects it). Each must pass webhook.CheckedURL: http or
+// https, no user info, no look-alike IP literal, and, unless allowPrivate,
+// a public host (resolved with resolver; nil means net.DefaultResolver).
+// Each is replaced by the checked form, its host in ASCII, which is what
+// the job stores, previewd dials and CSM is sent. Call it after Validate.
+//
+// The error is a *ValidationError naming the field; what resolving found
+// (which would map previewd's network for the client) is in each
+// FieldError's Detail, not in its Message.
+func (r *PreviewRequest) CheckAddresses(ctx context.Context, allowPrivate bool, resolver *net.Resolver) error {
+	var fields []FieldError
+	for _, f := range []struct {
+		name string
+		url  *string
+	}{{"selected_spin", &r.SelectedSpin}, {"webhook_url", &r.WebhookURL}} {
+		if *f.url == "" {
+			continue
+		}
+		checked, err := webhook.CheckedURL(ctx, *f.url, allowPrivate, resolver)
+		if err != nil {
+			fe := FieldError{Field: f.name, Message: err.Error()}
+			var uerr *webhook.URLError
+			if errors.As(err, &uerr) {
+				fe.Detail = uerr.Detail
+			}
+			fields = append(fields, fe)
+			continue
+		}
+		*f.url = checked
 	}
 	if len(fields) > 0 {
 		return &ValidationError{Fields: fields}

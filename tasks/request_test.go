@@ -180,6 +180,56 @@ func TestPreviewRequestValidate(t *testing.T) {
 	}
 }
 
+// TestCheckAddresses: selected_spin (fetched by CSM) and webhook_url
+// (posted to by previewd) both get the address policy, and both are kept
+// in their checked form, hosts in ASCII.
+func TestCheckAddresses(t *testing.T) {
+	tests := []struct {
+		name             string
+		spin, webhook    string
+		allowPrivate     bool
+		want             []string // fields refused; nil means accepted
+		wantSpin, wantWH string   // the stored forms, when accepted
+	}{
+		{name: "public literals", spin: "https://8.8.8.8/s.png", webhook: "https://1.1.1.1/h?t=1",
+			wantSpin: "https://8.8.8.8/s.png", wantWH: "https://1.1.1.1/h?t=1"},
+		{name: "neither given", want: nil},
+		{name: "idn spin stored in ascii", spin: "https://bücher.example/s.png", wantSpin: "https://xn--bcher-kva.example/s.png"},
+		{name: "metadata spin", spin: "http://169.254.169.254/latest/meta-data/iam/", want: []string{"selected_spin"}},
+		{name: "loopback spin", spin: "http://127.0.0.1:9000/s.png", want: []string{"selected_spin"}},
+		{name: "localhost spin", spin: "http://localhost/s.png", want: []string{"selected_spin"}},
+		{name: "circled localhost spin", spin: "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/s.png", want: []string{"selected_spin"}},
+		{name: "ideographic stops spin", spin: "http://169。254。169。254/", want: []string{"selected_spin"}},
+		{name: "odd ipv4 spin", spin: "http://0xa9.254.169.254/", want: []string{"selected_spin"}},
+		{name: "circled localhost webhook", webhook: "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/h", want: []string{"webhook_url"}},
+		{name: "full-width digits webhook", webhook: "http://１２７.０.０.１/h", want: []string{"webhook_url"}},
+		{name: "both refused, both named", spin: "http://10.0.0.1/s.png", webhook: "http://[::1]/h", want: []string{"selected_spin", "webhook_url"}},
+		{name: "allowPrivate: private spin accepted", spin: "http://127.0.0.1:9000/s.png", allowPrivate: true, wantSpin: "http://127.0.0.1:9000/s.png"},
+		{name: "allowPrivate: look-alike still refused", spin: "http://127。0。0。1/", allowPrivate: true, want: []string{"selected_spin"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tasks.PreviewRequest{SessionCode: "S1", SelectedSpin: tt.spin, WebhookURL: tt.webhook}
+			if err := req.Validate(); err != nil {
+				t.Fatalf("Validate() = %v; the case is meant to reach the address check", err)
+			}
+			err := req.CheckAddresses(t.Context(), tt.allowPrivate, nil)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("CheckAddresses() = %v, want nil", err)
+				}
+				if req.SelectedSpin != tt.wantSpin || req.WebhookURL != tt.wantWH {
+					t.Errorf("stored spin %q, webhook %q; want %q, %q", req.SelectedSpin, req.WebhookURL, tt.wantSpin, tt.wantWH)
+				}
+				return
+			}
+			if got := invalidFields(t, err); !slices.Equal(got, tt.want) {
+				t.Errorf("invalid fields = %q, want %q (error: %v)", got, tt.want, err)
+			}
+		})
+	}
+}
+
 func TestAsValidationError(t *testing.T) {
 	inner := &tasks.ValidationError{Fields: []tasks.FieldError{{Field: "session_code", Message: "is required"}}}
 	tests := []struct {
