@@ -216,3 +216,41 @@ func measureDetection(t *testing.T, backlog int) {
 	t.Logf("backlog %d: detection delay over %d running jobs p50 %s p99 %s max %s; %d requests still pending when the last finished",
 		backlog, running, p(0.5).Round(time.Millisecond), p(0.99).Round(time.Millisecond), delays[len(delays)-1].Round(time.Millisecond), pendingAtLast)
 }
+
+// TestTasksOfThePreviousVersionAreServed: during a rolling upgrade the
+// queues hold tasks that an older version enqueued, polls in the previews
+// queue among them. They are served, and the job ends with its webhook.
+func TestTasksOfThePreviousVersionAreServed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts.Polling.Interval, h.opts.Polling.MaxInterval = time.Minute, time.Minute
+	stop := h.start()
+	code := "SESSION_UPGRADE_" + testutil.RandomHex(4)
+	job := h.request(code, csmsim.SessionConfig{GenerationTime: time.Millisecond})
+	var poll tasks.PollPreview
+	testutil.Eventually(t, 20*time.Second, "the job's next poll to be scheduled", func() bool {
+		j := h.job(job.ID)
+		poll = tasks.PollPreview{JobID: job.ID, SessionCode: code, Seq: j.Poll.Seq}
+		info := h.taskInfo(h.queues.Polls, poll.TaskID())
+		return j.Status == store.StatusGenerating && info != nil && info.State == asynq.TaskStateScheduled
+	})
+	stop()
+	// Where the previous version put it, by that version's name for the
+	// queue of requests and polls, due now.
+	legacy := h.redis.Namespace + ":previews"
+	if err := h.inspector.DeleteTask(h.queues.Polls, poll.TaskID()); err != nil {
+		t.Fatal(err)
+	}
+	task, err := tasks.NewTask(poll, h.queues, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewClientFromRedisClient(h.redis.Client).Enqueue(task, asynq.Queue(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	if done := h.waitFinal(job.ID, 20*time.Second); done.Status != store.StatusDone {
+		t.Fatalf("status %s %+v, want done", done.Status, done.Error)
+	}
+	h.waitEvent(job.ID, store.EventDone, 10*time.Second)
+}
