@@ -162,6 +162,7 @@ func (s *Server) acceptPreview(r *http.Request, ss *session) (int, any) {
 	}
 	hook := s.onAccepted
 	s.mu.Unlock()
+	s.schedulePushes(ss, key)
 
 	if hook != nil {
 		hook(ss.code)

@@ -43,6 +43,8 @@ type Options struct {
 	// BaseAssetURL prefixes every spin, image and mesh URL the Server invents;
 	// default DefaultBaseAssetURL. A trailing slash is ignored.
 	BaseAssetURL string
+	// Push, when its URL is set, posts account webhooks on status changes (push.go).
+	Push PushOptions
 }
 
 // Server is the simulated CSM API. Create it with New; it is safe for
@@ -60,6 +62,9 @@ type Server struct {
 	sessions   map[string]*session
 	total      int
 	onAccepted func(code string)
+
+	push   PushOptions
+	pushes pusher
 }
 
 // New returns a Server with no sessions; add them with AddSession.
@@ -80,6 +85,7 @@ func New(opts Options) *Server {
 		baseURL:  base,
 		closed:   make(chan struct{}),
 		sessions: make(map[string]*session),
+		push:     opts.Push,
 	}
 }
 
@@ -90,7 +96,7 @@ func New(opts Options) *Server {
 // client never gives up. Close does not stop the Server from serving; it is
 // idempotent.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() { close(s.closed) })
+	s.closeOnce.Do(func() { close(s.closed); s.stopPushes() })
 }
 
 // AddSession creates the session code with cfg, replacing any existing

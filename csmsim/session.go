@@ -90,6 +90,8 @@ type session struct {
 	accepted   int
 	last       PreviewCall
 	gen        *generation // nil until a preview is accepted
+	// pushedStatus is the status of the last push (old_status of the next).
+	pushedStatus string
 }
 
 // generation is the preview job started by the last accepted preview POST.

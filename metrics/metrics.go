@@ -1,7 +1,8 @@
 // Package metrics exposes previewd's Prometheus metrics: what the worker
 // observes (upstream calls, finished jobs, webhook deliveries), the HTTP
 // API's requests, cluster-wide job counters kept in Redis, and queue sizes
-// read from asynq's Inspector on every scrape.
+// read from asynq's Inspector, both read at most once per few seconds
+// however often /metrics is scraped.
 package metrics
 
 import (
@@ -48,6 +49,11 @@ type Sources struct {
 	Webhooks  []string // the webhook queues, whose waiting work is the backlog
 	Store     *store.Store
 	Logger    *zap.Logger
+	// CacheFor is how long a reading of Redis (queue sizes, job counters)
+	// is served again before the next scrape reads anew; default
+	// DefaultStateCacheFor. Now is the clock that window is measured on.
+	CacheFor time.Duration
+	Now      func() time.Time
 }
 
 // New registers every metric on a fresh registry.
@@ -116,7 +122,7 @@ func New(src Sources) *Metrics {
 		if src.Logger == nil {
 			src.Logger = zap.NewNop()
 		}
-		reg.MustRegister(&stateCollector{src: src})
+		reg.MustRegister(newCachedCollector(&stateCollector{src: src}, src.CacheFor, src.Now))
 	}
 	return m
 }

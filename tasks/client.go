@@ -108,6 +108,9 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 	if storedFP != fp {
 		return stored, false, fmt.Errorf("job %s: %w", stored.ID, ErrIdempotencyConflict)
 	}
+	// Best effort, and repeated by any repeat of the request: without it a
+	// push for the session misses this job, whose safety-net poll still ends it.
+	_ = c.store.IndexSession(ctx, stored.SessionCode, stored.ID, stored.Deadline)
 	// Also for an existing job: if its creator died before enqueueing, this
 	// repeat finishes the job's creation.
 	if err := c.enqueuer.Flush(ctx, stored.ID); err != nil {

@@ -93,6 +93,9 @@ type PollPolicy struct {
 	// long polling waits for upstream to show our preview before the job
 	// fails as preview_unconfirmed.
 	ReconcileGrace time.Duration
+	// PushInterval, when set (CSM's pushes are on), replaces the schedule
+	// above: polls become a safety net for lost pushes (see nextDelay).
+	PushInterval time.Duration
 }
 
 // bookkeepingTimeout bounds the store writes a handler makes after its
@@ -138,7 +141,7 @@ func (h *Handlers) schedulePoll(change *store.Change, j *store.Job, now time.Tim
 }
 
 func (h *Handlers) schedulePollAfter(change *store.Change, j *store.Job, now time.Time, seq int, atLeast time.Duration) {
-	delay := max(h.polling.delay(j.Polls), atLeast)
+	delay := max(h.polling.nextDelay(j.Polls), atLeast)
 	at := now.Add(delay)
 	if limit := j.Deadline.Add(time.Second); at.After(limit) {
 		at = limit

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -58,6 +59,10 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 			"CSM did not report a final status before the job's deadline")
 	}
 
+	// Pushes counted before the read: one counted after it (up to the
+	// commit below) may announce news this read missed.
+	pushesBefore, pushOK := h.pushCount(ctx, job.ID)
+
 	start := time.Now()
 	sess, getErr := h.csm.GetSession(ctx, job.SessionCode)
 	h.metrics.UpstreamCall("get_session", outcomeOf(getErr), time.Since(start))
@@ -89,7 +94,59 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	h.logPoll(log, job, res)
+	if !res.stale {
+		h.afterPoll(ctx, log, job, pushesBefore, pushOK)
+	}
 	return h.tasks.Flush(ctx, job.ID)
+}
+
+// pushes is what the poll needs of the store for CSM's pushes (see
+// store.NotePush and tasks.Pusher): *store.Store has it.
+type pushes interface {
+	Pushes(ctx context.Context, jobID string) (int64, error)
+	UnindexSession(ctx context.Context, code, jobID string) error
+}
+
+// pushCount reads the job's push count when pushes are on; ok is false
+// when there is nothing to compare with.
+func (h *Handlers) pushCount(ctx context.Context, jobID string) (n int64, ok bool) {
+	ps, on := h.store.(pushes)
+	if !on || h.polling.PushInterval <= 0 {
+		return 0, false
+	}
+	n, err := ps.Pushes(ctx, jobID)
+	return n, err == nil
+}
+
+// afterPoll runs after a poll's commit, before its flush. A push that
+// arrived while the poll ran (the count moved) may announce news the read
+// missed: the next step of the chain, just committed, is enqueued due now
+// (the flush that follows finds it enqueued, by its id). A push after this
+// check finds the new step and hurries it itself (tasks.Pusher), so no push
+// is lost and no second chain starts. A finished job leaves the session
+// index (stale entries are harmless: pushers check each job).
+func (h *Handlers) afterPoll(ctx context.Context, log *zap.Logger, job store.Job, before int64, ok bool) {
+	ps, on := h.store.(pushes)
+	if !on || h.polling.PushInterval <= 0 {
+		return
+	}
+	if job.Status.Final() {
+		if err := ps.UnindexSession(ctx, job.SessionCode, job.ID); err != nil {
+			log.Debug("could not drop the job from its session index; it expires", zap.Error(err))
+		}
+		return
+	}
+	if !ok || job.Status != store.StatusGenerating {
+		return
+	}
+	after, err := ps.Pushes(ctx, job.ID)
+	if err != nil || after == before {
+		return
+	}
+	next := tasks.PollPreview{JobID: job.ID, SessionCode: job.SessionCode, Seq: job.Poll.Seq}
+	if err := h.tasks.Enqueue(ctx, next, time.Time{}); err != nil {
+		log.Warn("a push came during the poll but the next poll could not be brought forward; it runs as scheduled", zap.Error(err))
+	}
 }
 
 // applyPollError records a failed session read. A 404 fails the job; an
@@ -191,4 +248,31 @@ func (h *Handlers) logPoll(log *zap.Logger, j store.Job, res pollResult) {
 		h.metrics.JobFinished(j)
 		log.Info("job finished", zap.Any("error", j.Error))
 	}
+}
+
+// nextDelay is the wait before the poll that follows `polls` polls: with
+// pushes on, the safety-net interval (±10% jitter); otherwise delay's
+// growing schedule.
+func (p PollPolicy) nextDelay(polls int) time.Duration {
+	if p.PushInterval > 0 {
+		return time.Duration(float64(p.PushInterval) * (0.9 + 0.2*rand.Float64()))
+	}
+	return p.delay(polls)
+}
+
+// pushTaskCheck is how often an idle asynq server looks for a task when
+// CSM's pushes are on. A push reaches its receiver in three hops (the
+// hurried poll, the fan-out, the delivery), each waiting up to 1.5× this
+// for an idle server to look: 150 ms keeps the worst under 1 s (measured in
+// push_test.go) at about 7 dequeue attempts a second per idle server.
+const pushTaskCheck = 150 * time.Millisecond
+
+// taskCheckInterval is the servers' TaskCheckInterval: idle pick-up only
+// matters for a poll brought forward by a push; without pushes, polls are
+// scheduled and the default check suffices.
+func (p PollPolicy) taskCheckInterval(def time.Duration) time.Duration {
+	if p.PushInterval > 0 {
+		return min(def, pushTaskCheck)
+	}
+	return def
 }

@@ -252,7 +252,7 @@ func (w *Worker) server(baseCtx context.Context, queues []string, concurrency in
 		LogLevel:                 asynq.WarnLevel,
 		ShutdownTimeout:          w.opts.ShutdownTimeout,
 		DelayedTaskCheckInterval: check,
-		TaskCheckInterval:        check,
+		TaskCheckInterval:        w.opts.Polling.taskCheckInterval(check),
 	})
 }
 

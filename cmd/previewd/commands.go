@@ -37,7 +37,7 @@ func cmdWorker(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if addr := firstOf(*httpAddr, cfg.HTTPAddr); addr != "" {
-		ops := api.New(nil, api.Options{Redis: p.rdb, Metrics: m.Handler(), Logger: p.log})
+		ops := api.New(nil, api.Options{Redis: p.rdb, Metrics: metricsHandler(cfg, m), Logger: p.log})
 		return runHTTP(p.ctx, cfg, p.log, addr, ops, w)
 	}
 	return w.Run(p.ctx)

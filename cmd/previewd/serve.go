@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/previewd/previewd/api"
 	"github.com/previewd/previewd/config"
@@ -55,7 +56,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	m := newMetrics(cfg, rdb, log)
 	server := api.New(producer, api.Options{
 		Tokens: tokens, ReadOnlyTokens: config.Tokens(cfg.DashboardReadOnlyTokens),
-		Redis: rdb, Metrics: m.Handler(), Recorder: m, Dashboard: api.NewDashboard(rdb), Logger: log,
+		Redis: rdb, Metrics: metricsHandler(cfg, m), Recorder: m, Dashboard: api.NewDashboard(rdb), Logger: log,
 	})
 	var w *worker.Worker
 	if *withWorker {
@@ -78,6 +79,16 @@ func newMetrics(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger) *
 	})
 }
 
+// metricsHandler serves m behind PREVIEWD_METRICS_TOKEN, when one is set.
+func metricsHandler(cfg config.Config, m *metrics.Metrics) http.Handler {
+	return metrics.RequireToken(cfg.MetricsToken.Reveal(), m.Handler())
+}
+
+// readHeaderTimeout bounds how long a connection may take to send a
+// request's headers, the first request's included: a client that connects
+// and sends nothing holds its slot of the listener this long at most.
+const readHeaderTimeout = 5 * time.Second
+
 // runHTTP serves server on addr (and runs w, when given) until ctx is
 // done, then drains: /readyz answers 503 for the drain delay so that load
 // balancers stop sending requests, then in-flight requests finish and the
@@ -87,12 +98,20 @@ func runHTTP(ctx context.Context, cfg config.Config, log *zap.Logger, addr strin
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	// The cap bounds the file descriptors that clients can make us hold:
+	// past it, new connections wait in the kernel's backlog, not in our
+	// process. The cap alone would let idle connections keep every slot
+	// (and /readyz waiting behind them); the idle and header timeouts free
+	// the slots, so a flood of idle connections delays new ones by an idle
+	// timeout at most. Limits per client belong to the reverse proxy in
+	// front (see README, Operations).
+	ln = netutil.LimitListener(ln, cfg.HTTPMaxConnections)
 	httpServer := &http.Server{
 		Handler:           server.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(readHeaderTimeout, cfg.HTTPIdleTimeout),
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 	served := make(chan error, 1)

@@ -302,6 +302,7 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 			Interval:       cfg.PollInterval,
 			MaxInterval:    cfg.PollMaxInterval,
 			ReconcileGrace: cfg.ReconcileGrace,
+			PushInterval:   pushInterval(cfg),
 		},
 		Webhooks: worker.WebhookPolicy{
 			Schedule:       cfg.WebhookRetrySchedule,
@@ -326,4 +327,13 @@ func spendingGuard(cfg config.Config, rdb redis.UniversalClient) worker.Budget {
 		return nil
 	}
 	return store.NewBudget(rdb, cfg.Namespace, cfg.MaxPreviewsPerHour, cfg.MaxPreviewsPerDay, nil)
+}
+
+// pushInterval is the safety-net poll interval when CSM's pushes are on
+// (a webhook token is set), else 0: polling as configured.
+func pushInterval(cfg config.Config) time.Duration {
+	if cfg.CSMWebhookToken == "" {
+		return 0
+	}
+	return cfg.PushPollInterval
 }
