@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
+	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 )
 
@@ -26,12 +28,12 @@ import (
 // of Redis CPU and commands, with the masters that hold the asynq queues.
 // asynq keeps a queue in one slot: if the queue's master were the
 // bottleneck, its share would dwarf the others'. A measurement, not a test:
-// set PREVIEWD_MEASURE_CLUSTER=1 (and PREVIEWD_MEASURE_JOBS, default 2000).
+// set PREVIEWD_MEASURE_CLUSTER=1 (and PREVIEWD_MEASURE_JOBS, default 300).
 func TestMeasureQueuesOnCluster(t *testing.T) {
 	if os.Getenv("PREVIEWD_MEASURE_CLUSTER") == "" {
 		t.Skip("a measurement: set PREVIEWD_MEASURE_CLUSTER=1")
 	}
-	jobs := 2000
+	jobs := 300
 	if n, err := strconv.Atoi(os.Getenv("PREVIEWD_MEASURE_JOBS")); err == nil && n > 0 {
 		jobs = n
 	}
@@ -49,7 +51,7 @@ func TestMeasureQueuesOnCluster(t *testing.T) {
 
 func measureQueues(t *testing.T, rdb redis.UniversalClient, nodes []string, n int) {
 	ns := "m" + testutil.RandomHex(4)
-	h := newHarness(t, func(h *harness) {
+	h := newHarness(t, withDeadline(time.Hour), func(h *harness) {
 		h.redis = &testutil.Redis{Client: rdb, Namespace: ns}
 		h.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		h.queues = tasks.QueuesFor(ns)
@@ -78,14 +80,15 @@ func measureQueues(t *testing.T, rdb redis.UniversalClient, nodes []string, n in
 	before := nodeStats(t, nodes)
 	start := time.Now()
 	h.start()
-	h.rcv.WaitFor(t, 30*time.Minute, "every done webhook", func(ds []testutil.Delivery) bool {
-		done := 0
+	h.rcv.WaitFor(t, 30*time.Minute, "every final webhook", func(ds []testutil.Delivery) bool {
+		final := 0
 		for _, d := range ds {
-			if strings.Contains(string(d.Body), `"preview.done"`) {
-				done++
+			var ev store.EventBody
+			if json.Unmarshal(d.Body, &ev) == nil && ev.Type != store.EventAccepted && ev.Type != store.EventProgress {
+				final++
 			}
 		}
-		return done >= n
+		return final >= n
 	})
 	took := time.Since(start)
 	after := nodeStats(t, nodes)
