@@ -23,20 +23,19 @@ func (s *Store) statusIndexKey(st Status) string {
 }
 func (s *Store) statsKey(name string) string { return s.ns + ":stats:" + name }
 
-func (s *Store) indexListing(ctx context.Context, j Job, previous Status) error {
+// indexListingIn queues, in a pipeline, the listing entries of a job now
+// in its status, out of the previous one; withCreated adds the creation
+// entry, which Create writes before the job exists and whose score never
+// changes, so that a status change need not write it again.
+func (s *Store) indexListingIn(ctx context.Context, p redis.Pipeliner, j Job, previous Status, withCreated bool) {
 	z := redis.Z{Score: float64(j.CreatedAt.UnixMilli()), Member: j.ID}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	if withCreated {
 		p.ZAdd(ctx, s.createdIndexKey(), z)
-		p.ZAdd(ctx, s.statusIndexKey(j.Status), z)
-		if previous != "" && previous != j.Status {
-			p.ZRem(ctx, s.statusIndexKey(previous), j.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("index job %s for listing: %w", j.ID, err)
 	}
-	return nil
+	p.ZAdd(ctx, s.statusIndexKey(j.Status), z)
+	if previous != "" && previous != j.Status {
+		p.ZRem(ctx, s.statusIndexKey(previous), j.ID)
+	}
 }
 
 // ListOptions select a page of jobs, newest first.

@@ -62,13 +62,15 @@ func (s *Store) TouchOutboxIndex(ctx context.Context, jobID string) error {
 }
 
 // AckOutboxLeft removes entries that have been enqueued and returns how
-// many entries the outbox still holds. Both run in one MULTI on the job's
-// outbox key; a blind re-run (a lost reply) deletes nothing more and
-// counts again.
+// many entries the outbox still holds. Both go in one pipeline on the job's
+// outbox key, so the count is read after the removal; no MULTI is needed,
+// since a write landing between the two is one that could as well have
+// landed just after the count. A blind re-run (a lost reply) deletes
+// nothing more and counts again.
 func (s *Store) AckOutboxLeft(ctx context.Context, jobID string, ids ...string) (int64, error) {
 	key := s.outboxKey(jobID)
 	var left *redis.IntCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if len(ids) > 0 {
 			p.HDel(ctx, key, ids...)
 		}
@@ -81,7 +83,7 @@ func (s *Store) AckOutboxLeft(ctx context.Context, jobID string, ids ...string) 
 	return left.Val(), nil
 }
 
-// fixDeadlineIndex sets the deadline index entry of a job Create found or
+// fixDeadlineIndexIn queues, in a pipeline, the deadline index entry of a job Create found or
 // made (after Create's ZADD NX, which keeps whatever entry was there): a new
 // job gets its own deadline (an earlier attempt that died before creating
 // the job may have left the NX entry with its deadline); a repeat leaves
@@ -89,19 +91,14 @@ func (s *Store) AckOutboxLeft(ctx context.Context, jobID string, ids ...string) 
 // (XX: a job that finished meanwhile keeps no entry); a final job needs no
 // entry. Each command is safe to re-run blindly; one that lands after a
 // concurrent finish leaves a stale entry the sweeper drops.
-func (s *Store) fixDeadlineIndex(ctx context.Context, j Job, created bool) error {
+func (s *Store) fixDeadlineIndexIn(ctx context.Context, p redis.Pipeliner, j Job, created bool) {
 	z := redis.Z{Score: float64(j.Deadline.Unix()), Member: j.ID}
-	var err error
 	switch {
 	case created:
-		err = s.rdb.ZAdd(ctx, s.deadlineIndexKey(), z).Err()
+		p.ZAdd(ctx, s.deadlineIndexKey(), z)
 	case j.Status.Final():
-		err = s.rdb.ZRem(ctx, s.deadlineIndexKey(), j.ID).Err()
+		p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
 	default:
-		err = s.rdb.ZAddXX(ctx, s.deadlineIndexKey(), z).Err()
+		p.ZAddXX(ctx, s.deadlineIndexKey(), z)
 	}
-	if err != nil {
-		return fmt.Errorf("index job %s deadline: %w", j.ID, err)
-	}
-	return nil
 }

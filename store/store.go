@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -175,17 +176,35 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	if err != nil {
 		return Job{}, false, "", fmt.Errorf("encode job %s: %w", job.ID, err)
 	}
-	if len(outbox) > 0 {
+	// Indexed before the job exists, in one round trip: the outbox, so that
+	// a crash before the script leaves an index entry pointing at nothing
+	// rather than an outbox nobody will flush; the deadline, so that no job
+	// lives without a deadline backstop; the creation listing, so that no
+	// job lives unlisted (Update writes only the status listing). NX for
+	// the last two, so that an idempotent repeat does not move the entries
+	// of the job it repeats (fixDeadlineIndexIn below settles them once the
+	// script says which job is stored). Listings skip entries of jobs that
+	// do not exist.
+	z := redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}
+	created := redis.Z{Score: float64(job.CreatedAt.UnixMilli()), Member: job.ID}
+	var index *redis.Cmd
+	cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(outbox) > 0 {
+			index = s.indexOutboxIn(ctx, p, job.ID)
+		}
+		p.ZAddNX(ctx, s.deadlineIndexKey(), z)
+		p.ZAddNX(ctx, s.createdIndexKey(), created)
+		return nil
+	})
+	var rerun []redis.Cmder // pipelined by hash, run again by indexOutbox
+	if index != nil && isNoScript(index.Err()) {
 		if err := s.indexOutbox(ctx, job.ID); err != nil {
 			return Job{}, false, "", err
 		}
+		rerun = append(rerun, index)
 	}
-	// Indexed before the job exists, like the outbox, so that no job lives
-	// without a deadline backstop; NX, so that an idempotent repeat does not
-	// push back the deadline of the job it repeats (fixDeadlineIndex below
-	// settles the score once the script says which job is stored).
-	if err := s.rdb.ZAddNX(ctx, s.deadlineIndexKey(), redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}).Err(); err != nil {
-		return Job{}, false, "", fmt.Errorf("index job %s deadline: %w", job.ID, err)
+	if err := cmdsErr(cmds, rerun...); err != nil {
+		return Job{}, false, "", fmt.Errorf("index job %s: %w", job.ID, err)
 	}
 	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), newNonce(), len(outbox)}
 	for _, e := range outbox {
@@ -195,16 +214,22 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	if err != nil {
 		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
 	}
-	created, _ := res[0].(int64)
-	if mine, _ := sliceInt(res, 3); created == 1 || mine == 1 {
-		if err := s.fixDeadlineIndex(ctx, job, true); err != nil {
-			return job, true, fingerprint, err
+	isNew, _ := res[0].(int64)
+	if mine, _ := sliceInt(res, 3); isNew == 1 || mine == 1 {
+		// One round trip: the deadline and the listing entries, with this
+		// job's own scores (an attempt that died before its script may have
+		// left the NX entries with its own), and the counter.
+		var incr *redis.IntCmd
+		cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			s.fixDeadlineIndexIn(ctx, p, job, true)
+			s.indexListingIn(ctx, p, job, "", true)
+			incr = p.Incr(ctx, s.statsKey("jobs_created"))
+			return nil
+		})
+		// Best effort for the counter: a lost increment only skews a metric.
+		if err := cmdsErr(cmds, incr); err != nil {
+			return job, true, fingerprint, fmt.Errorf("index job %s: %w", job.ID, err)
 		}
-		if err := s.indexListing(ctx, job, ""); err != nil {
-			return job, true, fingerprint, err
-		}
-		// Best effort: a lost increment only skews a metric.
-		_ = s.rdb.Incr(ctx, s.statsKey("jobs_created")).Err()
 		return job, true, fingerprint, nil
 	}
 	storedFingerprint, _ := res[1].(string)
@@ -213,12 +238,16 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	if err := unmarshalRecord([]byte(storedDoc), &stored); err != nil {
 		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
 	}
-	if err := s.fixDeadlineIndex(ctx, stored, false); err != nil {
-		return stored, false, storedFingerprint, err
-	}
-	// A repeat also repairs the listing a crashed creator may have missed.
-	if err := s.indexListing(ctx, stored, ""); err != nil {
-		return stored, false, storedFingerprint, err
+	// A repeat also repairs the listing a crashed creator may have missed
+	// (the creation entry included: the NX above may have put this
+	// request's own creation time there).
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		s.fixDeadlineIndexIn(ctx, p, stored, false)
+		s.indexListingIn(ctx, p, stored, "", true)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return stored, false, storedFingerprint, fmt.Errorf("index job %s: %w", stored.ID, err)
 	}
 	return stored, false, storedFingerprint, nil
 }
@@ -258,43 +287,107 @@ const maxUpdateAttempts = 20
 // Update returns ErrIllegalTransition if fn moved the job backwards or out of
 // a final status.
 func (s *Store) Update(ctx context.Context, id string, fn func(j *Job, now time.Time) (Change, error)) (Job, error) {
+	j, _, err := s.UpdateCommitted(ctx, id, fn)
+	return j, err
+}
+
+// Committed is what a commit put in its job's outbox: the change's entries
+// and the outbox index entry as written after them, so that the writer's
+// flush (tasks.Enqueuer.FlushCommitted) enqueues them without reading
+// them back.
+type Committed struct {
+	JobID string
+	// Outbox holds the entries of the change that committed (nil when it
+	// had none, or when nothing was committed).
+	Outbox []OutboxEntry
+	// Index is the job's outbox index entry as the commit wrote it after
+	// its entries; Indexed is false when that write failed (or there was
+	// none): a flush then reads the index itself.
+	Index   IndexEntry
+	Indexed bool
+}
+
+// UpdateCommitted is Update, and also reports what the commit put in the
+// job's outbox (a zero Committed but for JobID when fn returned
+// ErrNoChange or the update failed).
+func (s *Store) UpdateCommitted(ctx context.Context, id string, fn func(j *Job, now time.Time) (Change, error)) (Job, Committed, error) {
+	none := Committed{JobID: id}
 	for range maxUpdateAttempts {
 		j, version, err := s.load(ctx, id)
 		if err != nil {
-			return Job{}, err
+			return Job{}, none, err
 		}
 		now := s.now()
 		before := j.Status
-		wasFinal := before.Final()
 		change, err := fn(&j, now)
 		if errors.Is(err, ErrNoChange) {
-			return j, nil
+			return j, none, nil
 		}
 		if err != nil {
-			return j, err
+			return j, none, err
 		}
 		j.UpdatedAt = now
 		committed, err := s.commit(ctx, j, version, change, now)
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
-			return Job{}, err
+			return Job{}, none, err
 		}
 		if !committed {
 			continue
 		}
-		replicationErr := err
-		if j.Status != before {
-			// Best effort: listings check each job's status as they read it.
-			_ = s.indexListing(ctx, j, before)
-		}
-		if j.Status.Final() && !wasFinal {
-			// Best effort: the sweeper drops index entries of final jobs,
-			// and a lost increment only skews a metric.
-			_ = s.rdb.ZRem(ctx, s.deadlineIndexKey(), j.ID).Err()
-			_ = s.rdb.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status))).Err()
-		}
-		return j, replicationErr
+		return j, s.afterCommit(ctx, j, before, change.Outbox), err
 	}
-	return Job{}, fmt.Errorf("update job %s: %w", id, ErrContention)
+	return Job{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
+}
+
+// afterCommit writes what a commit changes in the indexes across jobs, in
+// one round trip (a Cluster client splits it per node): every command is
+// on a key of its own, and each is safe to repeat.
+//   - The outbox index again, after the entries: a flush running meanwhile
+//     may have found the outbox still empty and dropped the entry commit
+//     made before them; this one outlives it (every index write raises the
+//     score), so a crash before the writer's own flush still leaves the
+//     sweeper a way to the entries. Best effort: the entry made before the
+//     commit covers the usual case. Its score is what the writer's flush
+//     drops the entry by.
+//   - The status listing, when the status changed. Best effort: listings
+//     check each job's status as they read it.
+//   - On reaching a final status, the deadline entry and the counter. Best
+//     effort: the sweeper drops index entries of final jobs, and a lost
+//     increment only skews a metric.
+func (s *Store) afterCommit(ctx context.Context, j Job, before Status, outbox []OutboxEntry) Committed {
+	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}}
+	finished := j.Status.Final() && !before.Final()
+	if len(outbox) == 0 && j.Status == before && !finished {
+		return c
+	}
+	var index *redis.Cmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(outbox) > 0 {
+			index = s.indexOutboxIn(ctx, p, j.ID)
+		}
+		if j.Status != before {
+			s.indexListingIn(ctx, p, j, before, false)
+		}
+		if finished {
+			p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
+			p.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status)))
+		}
+		return nil
+	})
+	if index == nil {
+		return c
+	}
+	var score float64
+	var err error
+	if isNoScript(index.Err()) {
+		score, err = s.indexOutboxScore(ctx, j.ID)
+	} else {
+		score, err = scoreOf(index)
+	}
+	if err == nil {
+		c.Index.Score, c.Indexed = score, true
+	}
+	return c
 }
 
 func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) (bool, error) {
@@ -321,7 +414,7 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 	if len(change.Outbox) > 0 {
 		// Indexed before the commit: a crash between the two leaves an index
 		// entry pointing at nothing (harmless) rather than an outbox nobody
-		// will ever flush.
+		// will ever flush. (Indexed again after it: see afterCommit.)
 		if err := s.indexOutbox(ctx, j.ID); err != nil {
 			return false, err
 		}
@@ -333,15 +426,6 @@ func (s *Store) commit(ctx context.Context, j Job, version string, change Change
 	}
 	switch res {
 	case "ok":
-		if len(change.Outbox) > 0 {
-			// Indexed again after the commit: a flush running meanwhile may
-			// have found the outbox still empty and dropped the entry made
-			// above; this one outlives it (every index write raises the
-			// score), so a crash before our own flush still leaves the
-			// sweeper a way to the entries. Best effort: the entry made
-			// before the commit covers the usual case.
-			_ = s.indexOutbox(ctx, j.ID)
-		}
 		if change.Durable && replicas < s.minReplicas {
 			return true, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
 		}
@@ -469,10 +553,49 @@ func (s *Store) Outbox(ctx context.Context, jobID string) ([]OutboxEntry, error)
 // past its current score (index_outbox.lua): every index write changes the
 // score, which is what lets a flush's guarded drop tell a re-index.
 func (s *Store) indexOutbox(ctx context.Context, jobID string) error {
-	if err := indexOutboxScript.Run(ctx, s.rdb, []string{s.outboxIndexKey()}, jobID, s.now().UnixMilli()).Err(); err != nil {
-		return fmt.Errorf("index outbox of job %s: %w", jobID, err)
+	_, err := s.indexOutboxScore(ctx, jobID)
+	return err
+}
+
+// indexOutboxScore is indexOutbox, and returns the score written.
+func (s *Store) indexOutboxScore(ctx context.Context, jobID string) (float64, error) {
+	cmd := indexOutboxScript.Run(ctx, s.rdb, []string{s.outboxIndexKey()}, jobID, s.now().UnixMilli())
+	score, err := scoreOf(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("index outbox of job %s: %w", jobID, err)
+	}
+	return score, nil
+}
+
+// indexOutboxIn queues the outbox index write in a pipeline, by the
+// script's hash: a Redis that does not hold the script (a restart, a
+// failover) answers NOSCRIPT, and the caller then runs indexOutbox.
+func (s *Store) indexOutboxIn(ctx context.Context, p redis.Pipeliner, jobID string) *redis.Cmd {
+	return indexOutboxScript.EvalSha(ctx, p, []string{s.outboxIndexKey()}, jobID, s.now().UnixMilli())
+}
+
+// scoreOf reads the score index_outbox.lua answers.
+func scoreOf(cmd *redis.Cmd) (float64, error) {
+	text, err := cmd.Text()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseFloat(text, 64)
+}
+
+// cmdsErr returns the first error of a pipeline's commands, leaving out
+// the best-effort ones.
+func cmdsErr(cmds []redis.Cmder, bestEffort ...redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !slices.Contains(bestEffort, c) {
+			return err
+		}
 	}
 	return nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // IndexEntry is a job id in one of the cross-job indexes, with its score.
