@@ -115,6 +115,59 @@ func (e *Enqueuer) FlushIndexed(ctx context.Context, idx store.IndexEntry) error
 	return e.flush(ctx, idx.JobID, idx, true)
 }
 
+// FlushCommitted is Flush for the writer of a commit, right after it: it
+// enqueues the entries the commit wrote from memory, without reading the
+// outbox or its index entry back, and drops the index entry by the score
+// the commit wrote after its entries (store.Committed), once the outbox is
+// empty. That score was written after the entries and before the count
+// that finds the outbox empty, as a flush's own read of it would be, so a
+// commit that re-indexes the job since keeps its entry. When the outbox
+// holds more than the commit's entries (a predecessor's leftovers, a
+// concurrent commit), or the commit wrote none or could not re-index, it
+// falls back to Flush, which reads everything.
+func (e *Enqueuer) FlushCommitted(ctx context.Context, c store.Committed) error {
+	if len(c.Outbox) == 0 || !c.Indexed {
+		return e.Flush(ctx, c.JobID)
+	}
+	done := make([]string, 0, len(c.Outbox))
+	var errs []error
+	failed := false
+	for _, entry := range c.Outbox {
+		task, err := taskFromEntry(entry, e.queues)
+		if err != nil {
+			// A corrupt entry can never be enqueued: drop it, loudly.
+			errs = append(errs, err)
+			done = append(done, entry.ID)
+			continue
+		}
+		if err := e.enqueue(ctx, task); err != nil {
+			errs = append(errs, fmt.Errorf("enqueue %s of job %s: %w", entry.ID, c.JobID, err))
+			failed = true
+			continue
+		}
+		done = append(done, entry.ID)
+	}
+	left, err := e.store.AckOutboxLeft(ctx, c.JobID, done...)
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case failed:
+		// An enqueue failed: keep the outbox findable, behind the
+		// sweeper's grace, as Flush does.
+		if err := e.store.TouchOutboxIndex(ctx, c.JobID); err != nil {
+			errs = append(errs, err)
+		}
+	case left == 0:
+		if err := e.store.DropOutboxIndex(ctx, c.Index); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		// Entries this commit did not write: enqueue them too.
+		errs = append(errs, e.Flush(ctx, c.JobID))
+	}
+	return errors.Join(errs...)
+}
+
 func (e *Enqueuer) flush(ctx context.Context, jobID string, idx store.IndexEntry, indexed bool) error {
 	entries, err := e.store.Outbox(ctx, jobID)
 	if err != nil {

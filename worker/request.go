@@ -261,9 +261,10 @@ func (h *Handlers) requestRefused(ctx context.Context, log *zap.Logger, jobID st
 // no retry can announce it twice.
 func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, pj *csm.PreviewJob) error {
 	var job store.Job
+	var committed store.Committed
 	err := h.persist(ctx, log, "record the accepted preview", func(ctx context.Context) error {
 		var err error
-		job, err = h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+		job, committed, err = h.updateCommitted(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Request.Outcome == store.OutcomeAccepted && j.UniqueTrialKey == pj.UniqueTrialKey {
 				return store.Change{}, store.ErrNoChange
 			}
@@ -297,14 +298,16 @@ func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, 
 		return err
 	}
 	log.Info("preview accepted", zap.String("unique_trial_key", job.UniqueTrialKey), zap.String("status", string(job.Status)))
-	return h.tasks.Flush(ctx, jobID)
+	return h.flushCommitted(ctx, committed)
 }
 
 // reconcile moves a job whose POST outcome is unknown to generating without
 // re-sending anything; polling then looks for evidence of the preview.
 func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason string) error {
+	var committed store.Committed
 	err := h.persist(ctx, log, "start reconciling", func(ctx context.Context) error {
-		_, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+		var err error
+		_, committed, err = h.updateCommitted(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Status != store.StatusQueued && j.Status != store.StatusRequesting {
 				return store.Change{}, store.ErrNoChange
 			}
@@ -326,7 +329,36 @@ func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason
 		return err
 	}
 	log.Warn("reconciling by polling", zap.String("reason", reason))
-	return h.tasks.Flush(ctx, jobID)
+	return h.flushCommitted(ctx, committed)
+}
+
+// A commit's writer flushes what it committed from memory: the store
+// reports what the commit put in the outbox (store.UpdateCommitted), and
+// the enqueuer enqueues it without reading it back
+// (tasks.Enqueuer.FlushCommitted). A store or enqueuer without them is
+// used the plain way: Update, then Flush.
+type (
+	committedUpdater interface {
+		UpdateCommitted(ctx context.Context, id string, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Committed, error)
+	}
+	committedFlusher interface {
+		FlushCommitted(ctx context.Context, c store.Committed) error
+	}
+)
+
+func (h *Handlers) updateCommitted(ctx context.Context, id string, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Committed, error) {
+	if u, ok := h.store.(committedUpdater); ok {
+		return u.UpdateCommitted(ctx, id, fn)
+	}
+	j, err := h.store.Update(ctx, id, fn)
+	return j, store.Committed{JobID: id}, err
+}
+
+func (h *Handlers) flushCommitted(ctx context.Context, c store.Committed) error {
+	if f, ok := h.tasks.(committedFlusher); ok {
+		return f.FlushCommitted(ctx, c)
+	}
+	return h.tasks.Flush(ctx, c.JobID)
 }
 
 type errSpinsNotReady struct{ status string }
