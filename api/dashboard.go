@@ -60,8 +60,27 @@ func FormatPayload(_ string, payload []byte) string {
 // read-only, as HTTP Basic passwords (any user name, so a browser can log
 // in) or bearer tokens. Everything under the path, its API included,
 // answers 401 without them.
+//
+// A browser that has logged in sends the Basic credentials with every
+// request to the dashboard, whichever page started it, so credentials
+// alone do not show that the operator meant the request: a page on
+// another site could post a form that pauses a queue or deletes tasks.
+// Non-safe requests must therefore be same-origin (sameOrigin), and no
+// page may frame the dashboard (clickjacking its buttons). Without tokens
+// the Host must be loopback too, as for the API (authenticate).
 func (s *Server) dashboard(d *Dashboard) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		if s.open() && !loopbackHost(r.Host) {
+			http.Error(w, "403 forbidden: "+hostDetail, http.StatusForbidden)
+			return
+		}
+		if field, ok := s.sameOrigin(r); !ok {
+			http.Error(w, "403 forbidden: a page of another origin cannot change the dashboard's state ("+field.Field+" "+field.Message+")", http.StatusForbidden)
+			return
+		}
 		token := bearer(r)
 		if _, password, ok := r.BasicAuth(); ok {
 			token = password

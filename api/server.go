@@ -9,7 +9,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -62,8 +64,6 @@ type Options struct {
 	Logger    *zap.Logger
 	// MaxBodyBytes bounds request bodies; default 64 KiB.
 	MaxBodyBytes int64
-	// CSMEvents opens the route of CSM's account webhooks; nil: 404.
-	CSMEvents *CSMEvents
 }
 
 // Server is the HTTP API.
@@ -75,6 +75,9 @@ type Server struct {
 	log      *zap.Logger
 	draining atomic.Bool
 	mux      *http.ServeMux
+	// crossOrigin refuses the non-safe requests a browser sends on behalf
+	// of a page of another origin (see sameOrigin).
+	crossOrigin *http.CrossOriginProtection
 }
 
 // New returns a Server. With a nil control it serves only the probes and
@@ -89,7 +92,7 @@ func New(control Control, opts Options) *Server {
 	s := &Server{
 		control: control, opts: opts, log: opts.Logger,
 		tokens: newTokenSet(opts.Tokens), readOnly: newTokenSet(opts.ReadOnlyTokens),
-		mux: http.NewServeMux(),
+		mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
 	}
 	s.routes()
 	return s
@@ -143,7 +146,6 @@ func (s *Server) routes() {
 		return // a worker's listener: probes and metrics only
 	}
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
-	m.HandleFunc("POST "+CSMEventsPath, s.csmEvents) // CSM sends no bearer token: its own ?token= (csmevents.go)
 
 	for _, rt := range apiRoutes {
 		handle := rt.handle
@@ -221,16 +223,83 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// authenticate admits requests with a valid bearer token.
+// authenticate admits requests with a valid bearer token. Without tokens
+// (open) it admits what only a program on this machine or a page of the
+// server's own loopback origin can send: a loopback Host, so that a name
+// rebound to 127.0.0.1 (DNS rebinding) gets nothing, and no cross-origin
+// browser request, so that a page elsewhere cannot create billed jobs or
+// endpoints (CSRF). With tokens neither is needed: a browser never attaches
+// a bearer token by itself.
 func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.open() || s.tokens.match(bearer(r)) {
+		if s.open() {
+			if !loopbackHost(r.Host) {
+				writeProblem(w, http.StatusForbidden, "Host not served", hostDetail, []tasks.FieldError{hostField})
+				return
+			}
+			if field, ok := s.sameOrigin(r); !ok {
+				writeProblem(w, http.StatusForbidden, "Cross-origin request",
+					"a page of another origin cannot change this API's state", []tasks.FieldError{field})
+				return
+			}
+			next(w, r)
+			return
+		}
+		if s.tokens.match(bearer(r)) {
 			next(w, r)
 			return
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="previewd"`)
 		writeProblem(w, http.StatusUnauthorized, "Unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)", nil)
 	})
+}
+
+const hostDetail = "without API tokens the server answers only requests addressed to a loopback host (localhost, 127.0.0.1, [::1]); set PREVIEWD_API_TOKENS to serve other names"
+
+var hostField = tasks.FieldError{Field: "Host", Message: "must be localhost, an address in 127.0.0.0/8 or [::1] (any port)"}
+
+// loopbackHost reports whether a Host header names this machine's
+// loopback: localhost, 127.0.0.0/8 or [::1], with or without a port. A
+// page can make a browser send any name that resolves to 127.0.0.1, but
+// not one of these unless it is itself served from loopback.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	} else if strings.Contains(host, ":") {
+		return false // an IPv6 address without brackets is not a Host
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || addr.Zone() != "" {
+		return false
+	}
+	return (addr.Is4() && addr.IsLoopback()) || addr == netip.IPv6Loopback()
+}
+
+// sameOrigin reports whether r may change state as far as browsers are
+// concerned: a safe method (GET, HEAD, OPTIONS), or a request a browser
+// marks same-origin (Sec-Fetch-Site: same-origin, or none for what the
+// user did), or, from a browser too old for Sec-Fetch-Site, an Origin
+// whose host is the request's own. A request with neither header is not
+// a browser's and passes: API clients, curl and CSM's pushes send none,
+// while every browser sends one of them on a cross-site POST. The check
+// is the standard library's (http.CrossOriginProtection), which compares
+// Origin with Host by host and port, not scheme, so that a TLS-terminating
+// proxy in front does not make every request look cross-origin. Otherwise
+// it names the header that shows the request's origin.
+func (s *Server) sameOrigin(r *http.Request) (tasks.FieldError, bool) {
+	if s.crossOrigin.Check(r) == nil {
+		return tasks.FieldError{}, true
+	}
+	if r.Header.Get("Sec-Fetch-Site") != "" {
+		return tasks.FieldError{Field: "Sec-Fetch-Site", Message: "must be same-origin for a request that changes state"}, false
+	}
+	return tasks.FieldError{Field: "Origin", Message: "must be this server's own origin for a request that changes state"}, false
 }
 
 // statusRecorder remembers the status code a handler wrote.
