@@ -1,0 +1,97 @@
+package tasks_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+)
+
+// TestFlushCommitted: the writer's flush of its own commit, from memory,
+// ends as Flush does: the commit's tasks in asynq, the outbox empty, and no
+// outbox index entry left for the sweeper; entries the commit did not
+// write (a predecessor that died before its flush) are enqueued too.
+func TestFlushCommitted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		leftovers int // entries a crashed writer left in the outbox before the commit
+	}{
+		{name: "only the commit's entries"},
+		{name: "a predecessor's leftovers as well", leftovers: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, tasks.ClientOptions{})
+			ctx := context.Background()
+			st := e.c.Store()
+			j := e.request(t, tasks.PreviewRequest{SessionCode: "S"})
+			want := map[string]bool{"request:" + j.ID: true}
+			for seq := 1; seq <= tt.leftovers; seq++ {
+				p := tasks.PollPreview{JobID: j.ID, SessionCode: j.SessionCode, Seq: seq}
+				addOutbox(t, e, j.ID, tasks.OutboxEntry(p, time.Time{}))
+				want[p.TaskID()] = true
+			}
+			p := tasks.PollPreview{JobID: j.ID, SessionCode: j.SessionCode, Seq: tt.leftovers + 1}
+			want[p.TaskID()] = true
+			_, c, err := st.UpdateCommitted(ctx, j.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+				return store.Change{Outbox: []store.OutboxEntry{tasks.OutboxEntry(p, time.Time{})}}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Outbox) != 1 || !c.Indexed || c.JobID != j.ID {
+				t.Fatalf("UpdateCommitted reported %+v, want the commit's one entry, indexed", c)
+			}
+
+			enq := tasks.NewEnqueuer(asynq.NewClientFromRedisClient(e.r.Client), st, e.q)
+			if err := enq.FlushCommitted(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if ob := e.outbox(t, j.ID); len(ob) != 0 {
+				t.Errorf("outbox still holds %d entries", len(ob))
+			}
+			if left := e.outboxIndex(t); len(left) != 0 {
+				t.Errorf("outbox index after the flush: %+v, want none", left)
+			}
+			checkIDs(t, "pending", taskIDs(append(e.pending(t, e.q.Previews), e.pending(t, e.q.Polls)...)), want)
+		})
+	}
+}
+
+// TestFlushCommittedKeepsAnEntryReindexedMeanwhile: a commit that indexes
+// the job after the writer's commit (its first half, before its entries)
+// keeps its index entry when the writer's flush finds the outbox empty, as
+// with Flush: the drop goes by the score the writer's commit wrote.
+func TestFlushCommittedKeepsAnEntryReindexedMeanwhile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, tasks.ClientOptions{})
+	ctx := context.Background()
+	st := e.c.Store()
+	j := e.request(t, tasks.PreviewRequest{SessionCode: "S"})
+	p := tasks.PollPreview{JobID: j.ID, SessionCode: j.SessionCode, Seq: 1}
+	_, c, err := st.UpdateCommitted(ctx, j.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		return store.Change{Outbox: []store.OutboxEntry{tasks.OutboxEntry(p, time.Time{})}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooked := hookedStore{Store: st, afterAck: func() {
+		// The first half of a concurrent commit, in the same millisecond.
+		if err := st.TouchOutboxIndex(ctx, j.ID); err != nil {
+			t.Error(err)
+		}
+	}}
+	enq := tasks.NewEnqueuer(asynq.NewClientFromRedisClient(e.r.Client), hooked, e.q)
+	if err := enq.FlushCommitted(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := st.OutboxIndexEntry(ctx, j.ID); err != nil || !ok {
+		t.Fatalf("the flush dropped the index entry a concurrent commit had just written (%v)", err)
+	}
+}
