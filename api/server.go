@@ -64,6 +64,8 @@ type Options struct {
 	Logger    *zap.Logger
 	// MaxBodyBytes bounds request bodies; default 64 KiB.
 	MaxBodyBytes int64
+	// CSMEvents opens the route of CSM's account webhooks; nil: 404.
+	CSMEvents *CSMEvents
 }
 
 // Server is the HTTP API.
@@ -146,6 +148,7 @@ func (s *Server) routes() {
 		return // a worker's listener: probes and metrics only
 	}
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+	m.HandleFunc("POST "+CSMEventsPath, s.csmEvents) // CSM sends no bearer token: its own ?token= (csmevents.go)
 
 	for _, rt := range apiRoutes {
 		handle := rt.handle
