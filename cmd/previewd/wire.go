@@ -240,7 +240,6 @@ func newProducer(cfg config.Config, rdb redis.UniversalClient) *tasks.Client {
 		Retention:            cfg.Retention,
 		AllowPrivateWebhooks: cfg.WebhookAllowPrivate,
 		SecretRotationWindow: cfg.WebhookRotationWindow,
-		MaxEndpoints:         cfg.MaxEndpoints,
 	})
 }
 
