@@ -226,6 +226,8 @@ type Target struct {
 	Host string
 	// Domain is Host's registrable domain (see RegistrableDomain).
 	Domain string
+	// Port is the port dialled: the URL's, or the scheme's default.
+	Port string
 	// Addr is the address SendTo dials; the zero Addr until Resolve.
 	Addr netip.Addr
 }
@@ -241,8 +243,11 @@ func (s *Sender) Target(rawURL string) (Target, error) {
 	if err != nil { // checkURL parsed it already
 		return Target{}, &DeliveryError{Blocked: true, Err: &URLError{Reason: "is not a valid URL"}}
 	}
-	host := NormalizeHost(u.Hostname())
-	return Target{URL: rawURL, Host: host, Domain: RegistrableDomain(host)}, nil
+	host, port := NormalizeHost(u.Hostname()), u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return Target{URL: rawURL, Host: host, Domain: RegistrableDomain(host), Port: port}, nil
 }
 
 // Resolve looks t's host up, once, with the Sender's resolver and returns t

@@ -82,7 +82,7 @@ func TestSendToDialsTheResolvedAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if target.Host != "hooks.example" || target.Domain != "hooks.example" {
+	if target.Host != "hooks.example" || target.Domain != "hooks.example" || target.Port != strconv.Itoa(port) {
 		t.Fatalf("target = %+v", target)
 	}
 	target, err = s.Resolve(t.Context(), target)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -20,9 +19,13 @@ type WebhookPolicy struct {
 	// Schedule is the wait before each retry; when it runs out the message
 	// is given up. Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 	Schedule []time.Duration
-	// PerDestination bounds deliveries in flight to one receiver (URL
-	// host) across all workers. Default 4.
+	// PerDestination bounds deliveries in flight to one receiver across
+	// all workers, counted twice: by the address dialled and by the
+	// registrable domain of the URL's host (see slots.go). Default 4.
 	PerDestination int
+	// PerJob bounds one job's deliveries in flight across all workers, so
+	// that one caller's events cannot take every webhook worker. Default 2.
+	PerJob int
 	// DisableAfter disables an endpoint that has failed continuously for
 	// this long. Default 5 days.
 	DisableAfter time.Duration
@@ -43,6 +46,9 @@ func (p *WebhookPolicy) defaults() {
 	}
 	if p.PerDestination <= 0 {
 		p.PerDestination = 4
+	}
+	if p.PerJob <= 0 {
+		p.PerJob = 2
 	}
 	if p.DisableAfter <= 0 {
 		p.DisableAfter = 5 * 24 * time.Hour
@@ -192,28 +198,36 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 
-	// Bound the deliveries in flight to this receiver, so that one that
-	// hangs holds a few workers and the others keep delivering.
+	// Bound the deliveries in flight per receiver domain, per address
+	// dialled and, to the job's own webhook_url, per job, so that a
+	// receiver that hangs, under however many names, holds a few workers
+	// and the others keep delivering (slots.go). The domain's and the
+	// job's slots are taken before the name is looked up, so a receiver
+	// whose DNS hangs is held to its share too; the address's slot after,
+	// and the attempt dials exactly that address.
 	taskID, _ := asynq.GetTaskID(ctx)
-	holder := taskID + "#" + fmt.Sprint(h.now().UnixNano())
-	host := hostOf(dest.url)
-	ok, err := h.store.AcquireSlot(ctx, host, holder, h.webhooks.PerDestination, h.webhooks.AttemptTimeout+10*time.Second)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errDestinationBusy
-	}
-	defer func() {
-		bctx, cancel := bookkeeping(ctx)
-		defer cancel()
-		if err := h.store.ReleaseSlot(bctx, host, holder); err != nil {
-			log.Warn("delivery slot not released; its lease frees it", zap.Error(err))
-		}
-	}()
-
+	slots := h.newSlotSet(taskID + "#" + fmt.Sprint(h.now().UnixNano()))
+	defer slots.release(ctx, log)
 	now := h.now()
-	res, sendErr := h.sender.Send(ctx, dest.url, dest.signer, webhook.Message{ID: ev.ID, Body: ev.Body}, now)
+	var res webhook.Result
+	target, sendErr := h.sender.Target(dest.url)
+	if sendErr == nil {
+		first := []slot{h.domainSlot(target)}
+		if p.Destination == tasks.DestinationJob {
+			first = append(first, h.jobSlot(p.JobID))
+		}
+		if ok, err := slots.take(ctx, log, first...); err != nil || !ok {
+			return busyOr(err)
+		}
+		target, sendErr = h.sender.Resolve(ctx, target)
+	}
+	if sendErr == nil {
+		if ok, err := slots.take(ctx, log, h.addrSlot(target)); err != nil || !ok {
+			return busyOr(err)
+		}
+		now = h.now()
+		res, sendErr = h.sender.SendTo(ctx, target, dest.signer, webhook.Message{ID: ev.ID, Body: ev.Body}, now)
+	}
 	if sendErr != nil && ctx.Err() != nil {
 		return ctx.Err() // shutting down: the attempt was cut short, not failed
 	}
@@ -235,8 +249,8 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		if job.FinishedAt != nil && msg.EventType == store.FinalEvent(job.Status) && msg.Replays == 0 {
 			h.metrics.FinalWebhookDelivered(h.now().Sub(*job.FinishedAt))
 		}
-	case de != nil && de.Gone:
-		msg.Status, msg.Reason = store.MessageFailed, "the receiver answered 410 Gone"
+	case stopReason(res, de) != "":
+		msg.Status, msg.Reason = store.MessageFailed, stopReason(res, de)
 	case !retryable:
 		msg.Status, msg.Reason = store.MessageFailed, "not retryable: "+sendErr.Error()
 	case retried >= len(h.webhooks.Schedule):
@@ -244,7 +258,7 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	}
 	h.metrics.WebhookAttempt(deliveryOutcome(sendErr, de), res.Latency)
 	saveErr := h.saveMessage(ctx, p.JobID, msg)
-	h.recordHealth(ctx, log, job.ID, dest, sendErr, de)
+	h.recordHealth(ctx, log, job.ID, dest, sendErr, stopReason(res, de))
 
 	log = log.With(zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
 	switch {
@@ -265,10 +279,10 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		log.Info("webhook delivered")
 		return nil
 	case msg.Status == store.MessageFailed:
-		log.Warn("webhook given up", zap.String("reason", msg.Reason), zap.Error(sendErr))
+		log.Warn("webhook given up", zap.String("reason", msg.Reason), zap.Error(sendErr), errorDetail(de))
 		return fmt.Errorf("%s: %w", msg.Reason, asynq.SkipRetry)
 	default:
-		log.Warn("webhook delivery failed; will retry", zap.Error(sendErr))
+		log.Warn("webhook delivery failed; will retry", zap.Error(sendErr), errorDetail(de))
 		return retryAfterError{err: sendErr, after: res.RetryAfter}
 	}
 }
@@ -294,22 +308,27 @@ func (h *Handlers) resolve(ctx context.Context, job store.Job, dest string) (des
 	case !ep.Enabled:
 		return destination{}, "the endpoint is disabled: " + ep.DisabledReason, nil
 	}
-	signer, err := webhook.SignerFor(ep.ActiveSecrets(h.now())...) // whsec_ signs v1, whsk_ v1a
-	if err != nil {
-		return destination{}, "the endpoint's secret is unusable", nil
+	secrets := make([]webhook.Secret, 0, 2)
+	for _, raw := range ep.ActiveSecrets(h.now()) {
+		s, err := webhook.ParseSecret(raw)
+		if err != nil {
+			return destination{}, "the endpoint's secret is unusable", nil
+		}
+		secrets = append(secrets, s)
 	}
-	return destination{url: ep.URL, signer: signer, endpoint: &ep}, "", nil
+	return destination{url: ep.URL, signer: webhook.NewSigner(secrets...), endpoint: &ep}, "", nil
 }
 
-// recordHealth keeps destinations' health: a 410 stops deliveries to that
-// destination (and disables an endpoint); an endpoint failing for longer
-// than DisableAfter is disabled; a success ends a failure streak.
-func (h *Handlers) recordHealth(ctx context.Context, log *zap.Logger, jobID string, dest destination, sendErr error, de *webhook.DeliveryError) {
+// recordHealth keeps destinations' health: a receiver asking to stop (a 410,
+// or "webhook-delivery: disable" with any status; stop is the reason) stops
+// deliveries to that destination (and disables an endpoint); an endpoint
+// failing for longer than DisableAfter is disabled; a success ends a
+// failure streak.
+func (h *Handlers) recordHealth(ctx context.Context, log *zap.Logger, jobID string, dest destination, sendErr error, stop string) {
 	ctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	gone := de != nil && de.Gone
 	if dest.endpoint == nil {
-		if !gone {
+		if stop == "" {
 			return
 		}
 		_, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
@@ -317,26 +336,28 @@ func (h *Handlers) recordHealth(ctx context.Context, log *zap.Logger, jobID stri
 				return store.Change{}, store.ErrNoChange
 			}
 			j.WebhookGoneAt = &now
-			j.Note(now, "webhook_url answered 410 Gone: no more deliveries to it")
+			j.Note(now, "webhook_url: "+stop+": no more deliveries to it")
 			return store.Change{}, nil
 		})
 		if err != nil {
-			log.Warn("could not record the 410 on the job", zap.Error(err))
+			log.Warn("could not record the receiver's stop on the job", zap.String("reason", stop), zap.Error(err))
 		}
 		return
 	}
-	if sendErr == nil && dest.endpoint.FailingSince == nil {
+	if sendErr == nil && stop == "" && dest.endpoint.FailingSince == nil {
 		return // healthy and still healthy: nothing to write
 	}
 	var disabled string
 	_, err := h.store.UpdateEndpoint(ctx, dest.endpoint.ID, func(e *store.Endpoint, now time.Time) error {
 		disabled = ""
 		switch {
+		case stop != "":
+			if e.Enabled {
+				e.Disable(now, stop)
+				disabled = e.DisabledReason
+			}
 		case sendErr == nil:
 			e.FailingSince = nil
-		case gone:
-			e.Disable(now, "the receiver answered 410 Gone")
-			disabled = e.DisabledReason
 		default:
 			if e.FailingSince == nil {
 				e.FailingSince = &now
@@ -458,13 +479,33 @@ func (h *Handlers) settleFanout(ctx context.Context, log *zap.Logger, p tasks.Fa
 	return nil
 }
 
-// hostOf is the receiver a URL points at, for per-destination limits.
-func hostOf(raw string) string {
-	u, err := url.Parse(raw)
+// busyOr is what a delivery returns when it could not take its slots: the
+// store's error, or the snooze that spends no retry.
+func busyOr(err error) error {
 	if err != nil {
-		return raw
+		return err
 	}
-	return u.Scheme + "://" + u.Host
+	return errDestinationBusy
+}
+
+// stopReason says why the receiver asked to stop deliveries to it, or "".
+func stopReason(res webhook.Result, de *webhook.DeliveryError) string {
+	switch {
+	case de != nil && de.Gone:
+		return "the receiver answered 410 Gone"
+	case res.Disable:
+		return "the receiver asked to stop (webhook-delivery: disable)"
+	}
+	return ""
+}
+
+// errorDetail logs what the sender found out that the attempt log must not
+// show (resolver and addresses; see webhook.DeliveryError.Detail).
+func errorDetail(de *webhook.DeliveryError) zap.Field {
+	if de == nil || de.Detail == "" {
+		return zap.Skip()
+	}
+	return zap.String("error_detail", de.Detail)
 }
 
 // retryAfterError carries a receiver's Retry-After to the retry pacing.
@@ -485,7 +526,7 @@ func deliveryOutcome(err error, de *webhook.DeliveryError) string {
 		return "error"
 	case de.Blocked:
 		return "blocked"
-	case de.Gone:
+	case de.Gone, de.Disable:
 		return "gone"
 	case de.StatusCode != 0:
 		return "http_error"

@@ -52,9 +52,13 @@ type Budget interface {
 	Refund(ctx context.Context, jobID string) error
 }
 
-// Sender delivers one webhook request.
+// Sender delivers one webhook request: Target and Resolve say what a
+// delivery will dial, so that its slots are taken for that (slots.go), and
+// SendTo dials exactly that.
 type Sender interface {
-	Send(ctx context.Context, url string, signer *webhook.Signer, msg webhook.Message, now time.Time) (webhook.Result, error)
+	Target(url string) (webhook.Target, error)
+	Resolve(ctx context.Context, t webhook.Target) (webhook.Target, error)
+	SendTo(ctx context.Context, t webhook.Target, signer *webhook.Signer, msg webhook.Message, now time.Time) (webhook.Result, error)
 }
 
 // Tasks enqueues: a job's committed outbox, or one task.

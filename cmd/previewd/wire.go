@@ -240,7 +240,6 @@ func newProducer(cfg config.Config, rdb redis.UniversalClient) *tasks.Client {
 		Retention:            cfg.Retention,
 		AllowPrivateWebhooks: cfg.WebhookAllowPrivate,
 		SecretRotationWindow: cfg.WebhookRotationWindow,
-		MaxEndpoints:         cfg.MaxEndpoints,
 	})
 }
 
@@ -308,6 +307,7 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 		Webhooks: worker.WebhookPolicy{
 			Schedule:       cfg.WebhookRetrySchedule,
 			PerDestination: cfg.WebhookPerDestination,
+			PerJob:         cfg.WebhookPerJob,
 			DisableAfter:   cfg.WebhookDisableAfter,
 			AttemptTimeout: cfg.WebhookTimeout,
 		},

@@ -1,0 +1,107 @@
+package worker
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/previewd/previewd/webhook"
+)
+
+// Delivery slots bound the deliveries in flight, across every worker, by
+// what one party controls, so that a receiver that hangs holds a few
+// webhook workers and the others keep delivering:
+//   - the job, for deliveries to its own webhook_url: its caller chose
+//     that URL and made the events (an endpoint is the operator's, and
+//     one that hangs must not hold back a job's other deliveries);
+//   - the receiver's registrable domain ("evil.example" for every
+//     "*.evil.example"): wildcard DNS mints names for free;
+//   - the address and port dialled: many names, one receiver. Several
+//     receivers on one machine's ports stay apart. (So one party with one
+//     address and many ports, written as IP literals, gets a share per
+//     port: a known gap, kept so that such receivers stay apart.)
+//
+// Counting by the URL's host as written would give "localhost",
+// "LOCALHOST." and "127.0.0.1" a share each (see webhook.NormalizeHost).
+//
+// Each slot is a sorted set of its own (slot keys are cross-job, so never
+// one multi-key command); taking one is idempotent per holder, so a command
+// re-sent after a network error is harmless. A delivery holds all its slots
+// or none: taking them one by one, it gives back what it took as soon as
+// one is busy.
+
+// slotSet is the slots one delivery holds, released together.
+type slotSet struct {
+	h      *Handlers
+	holder string
+	lease  time.Duration
+	held   []string
+}
+
+// slot is one limit a delivery counts against.
+type slot struct {
+	key   string
+	limit int
+}
+
+// jobSlot, domainSlot and addrSlot are the slots of a delivery.
+func (h *Handlers) jobSlot(jobID string) slot {
+	return slot{key: "job:" + jobID, limit: h.webhooks.PerJob}
+}
+
+// An IP literal has no domain: its domain slot is its address and port,
+// the addr slot again, so that receivers on one machine's ports stay apart.
+func (h *Handlers) domainSlot(t webhook.Target) slot {
+	if _, err := netip.ParseAddr(t.Host); err == nil {
+		return slot{key: "addr:" + net.JoinHostPort(t.Host, t.Port), limit: h.webhooks.PerDestination}
+	}
+	return slot{key: "domain:" + t.Domain, limit: h.webhooks.PerDestination}
+}
+
+func (h *Handlers) addrSlot(t webhook.Target) slot {
+	return slot{key: "addr:" + net.JoinHostPort(t.Addr.String(), t.Port), limit: h.webhooks.PerDestination}
+}
+
+// newSlotSet starts an empty set for holder. The lease covers a name
+// lookup and an attempt, each bounded by AttemptTimeout, so a holder that
+// dies frees its slots soon after it could have finished.
+func (h *Handlers) newSlotSet(holder string) *slotSet {
+	return &slotSet{h: h, holder: holder, lease: 2*h.webhooks.AttemptTimeout + 10*time.Second}
+}
+
+// take acquires the slots in order. It reports false, having given back
+// every slot this call took, as soon as one is busy; on an error it gives
+// them back too and returns the error.
+func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (bool, error) {
+	n := len(s.held)
+	for _, sl := range slots {
+		ok, err := s.h.store.AcquireSlot(ctx, sl.key, s.holder, sl.limit, s.lease)
+		if err != nil || !ok {
+			// A slot whose acquire failed may still have been taken (the
+			// reply was lost): give it back too; ZREM of a non-member is
+			// harmless.
+			s.held = append(s.held, sl.key)
+			s.releaseFrom(ctx, log, n)
+			return false, err
+		}
+		s.held = append(s.held, sl.key)
+	}
+	return true, nil
+}
+
+// release gives every slot back.
+func (s *slotSet) release(ctx context.Context, log *zap.Logger) { s.releaseFrom(ctx, log, 0) }
+
+func (s *slotSet) releaseFrom(ctx context.Context, log *zap.Logger, from int) {
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	for _, key := range s.held[from:] {
+		if err := s.h.store.ReleaseSlot(bctx, key, s.holder); err != nil {
+			log.Warn("delivery slot not released; its lease frees it", zap.String("slot", key), zap.Error(err))
+		}
+	}
+	s.held = s.held[:from]
+}
