@@ -58,11 +58,25 @@ func withClient(ctx context.Context, e env, fs *flag.FlagSet, args []string, pos
 	return fn(ctx, newProducer(cfg, rdb), fs.Args())
 }
 
-// endpointView is an endpoint as the CLI prints it; the secret only when
-// asked for with --show-secret.
+// endpointView is an endpoint as the CLI prints it: the secret of a v1
+// endpoint only when asked for with --show-secret; the public key of a v1a
+// endpoint always (it is not secret, and it is shown only on creation and
+// rotation).
 type endpointView struct {
 	store.Endpoint
-	Secret string `json:"secret,omitempty"`
+	Secret    string `json:"secret,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
+}
+
+func newEndpointView(ep store.Endpoint, shown string, showSecret bool) endpointView {
+	view := endpointView{Endpoint: ep}
+	switch {
+	case ep.SignatureVersion == store.SignatureV1a:
+		view.PublicKey = shown
+	case showSecret:
+		view.Secret = shown
+	}
+	return view
 }
 
 func endpointsAdd(ctx context.Context, e env, args []string) error {
@@ -72,36 +86,45 @@ func endpointsAdd(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&req.URL, "url", "", "URL that receives the webhooks (required)")
 	fs.StringVar(&events, "events", "", "comma-separated event types (default: all)")
 	fs.StringVar(&req.Description, "description", "", "what the endpoint is for")
-	fs.StringVar(&req.Secret, "secret", "", "signing secret in whsec_ form (default: generated)")
-	show := fs.Bool("show-secret", false, "print the signing secret (it is never shown again)")
+	fs.StringVar(&req.Secret, "secret", "", "signing secret in whsec_ form (default: generated; v1 only)")
+	fs.StringVar(&req.SignatureVersion, "signature-version", "v1", "v1 (HMAC-SHA256, whsec_ secret) or v1a (ed25519: prints the whpk_ public key; the private key stays in previewd)")
+	show := fs.Bool("show-secret", false, "print the v1 signing secret (it is never shown again)")
 	return withClient(ctx, e, fs, args, 0, func(ctx context.Context, c *tasks.Client, _ []string) error {
 		if events != "" {
 			for _, t := range strings.Split(events, ",") {
 				req.EventTypes = append(req.EventTypes, strings.TrimSpace(t))
 			}
 		}
-		ep, secret, err := c.AddEndpoint(ctx, req)
+		ep, shown, err := c.AddEndpoint(ctx, req)
 		if v, ok := tasks.AsValidationError(err); ok {
-			return usageError{msg: describeFields(v, map[string]string{"url": "--url", "event_types": "--events", "description": "--description", "secret": "--secret"})}
+			return usageError{msg: describeFields(v, map[string]string{"url": "--url", "event_types": "--events", "description": "--description", "secret": "--secret", "signature_version": "--signature-version"})}
 		}
 		if err != nil {
 			return err
 		}
-		view := endpointView{Endpoint: ep}
-		if *show {
-			view.Secret = secret
-		}
-		return printJSON(e.stdout, view, true)
+		return printJSON(e.stdout, newEndpointView(ep, shown, *show), true)
 	})
 }
 
 func endpointsList(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "endpoints list")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	limit := fs.Int("limit", 0, "print one page of at most this many endpoints (1..200); default: every endpoint")
+	cursor := fs.String("cursor", "", "the page after the one that printed this cursor")
 	return withClient(ctx, e, fs, args, 0, func(ctx context.Context, c *tasks.Client, _ []string) error {
-		eps, err := c.Endpoints(ctx)
+		if *limit < 0 || *limit > 200 {
+			return usageError{msg: "invalid --limit: must be from 1 to 200"}
+		}
+		eps, next, err := listEndpoints(ctx, c, *limit, *cursor)
+		if errors.Is(err, store.ErrBadCursor) {
+			return usageError{msg: "invalid --cursor: not one this command printed"}
+		}
 		if err != nil {
 			return err
+		}
+		if next != "" {
+			// On stderr, so that stdout stays the listing.
+			fmt.Fprintf(e.stderr, "more: previewd endpoints list --limit %d --cursor %s\n", *limit, next)
 		}
 		if *asJSON {
 			if eps == nil {
@@ -128,6 +151,26 @@ func endpointsList(ctx context.Context, e env, args []string) error {
 		}
 		return tw.Flush()
 	})
+}
+
+// listEndpoints reads one page (limit > 0) or, page by page, every
+// endpoint; the cursor of the page after, if any.
+func listEndpoints(ctx context.Context, c *tasks.Client, limit int, cursor string) ([]store.Endpoint, string, error) {
+	if limit > 0 {
+		return c.EndpointPage(ctx, store.EndpointListOptions{Limit: limit, Cursor: cursor})
+	}
+	var all []store.Endpoint
+	for {
+		page, next, err := c.EndpointPage(ctx, store.EndpointListOptions{Limit: 200, Cursor: cursor})
+		if err != nil {
+			return nil, "", err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, "", nil
+		}
+		cursor = next
+	}
 }
 
 func endpointsShow(ctx context.Context, e env, args []string) error {
@@ -164,17 +207,13 @@ func endpointsEnable(ctx context.Context, e env, args []string) error {
 
 func endpointsRotate(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "endpoints rotate-secret")
-	show := fs.Bool("show-secret", false, "print the new signing secret (it is never shown again)")
+	show := fs.Bool("show-secret", false, "print the new v1 signing secret (it is never shown again); a v1a endpoint's new public key is always printed")
 	return withClient(ctx, e, fs, args, 1, func(ctx context.Context, c *tasks.Client, pos []string) error {
-		ep, secret, err := c.RotateEndpointSecret(ctx, pos[0])
+		ep, shown, err := c.RotateEndpointSecret(ctx, pos[0])
 		if err != nil {
 			return notFound(err, "endpoint", pos[0])
 		}
-		view := endpointView{Endpoint: ep}
-		if *show {
-			view.Secret = secret
-		}
-		return printJSON(e.stdout, view, true)
+		return printJSON(e.stdout, newEndpointView(ep, shown, *show), true)
 	})
 }
 
