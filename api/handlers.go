@@ -108,6 +108,13 @@ func jsonKind(goKind string) string {
 // writeControlError answers the errors the producer API returns.
 func (s *Server) writeControlError(w http.ResponseWriter, r *http.Request, err error, what string) {
 	if v, ok := tasks.AsValidationError(err); ok {
+		// What a check found out on its own (where a host resolves) is for
+		// the operator: logged here, never in the answer.
+		for _, f := range v.Fields {
+			if f.Detail != "" {
+				s.log.Info("request refused", zap.String("route", r.Pattern), zap.String("field", f.Field), zap.String("detail", f.Detail))
+			}
+		}
 		writeProblem(w, http.StatusUnprocessableEntity, "Invalid request", v.Error(), v.Fields)
 		return
 	}
@@ -207,6 +214,12 @@ func (s *Server) listPreviews(w http.ResponseWriter, r *http.Request) {
 	if jobs == nil {
 		jobs = []store.Job{}
 	}
+	// A list shows every caller's jobs to every caller: each webhook_url is
+	// reduced to its origin, as in events, since its path and query often
+	// carry the receiver's credentials. GET /v1/previews/{id} keeps it whole.
+	for i := range jobs {
+		jobs[i].WebhookURL = store.PublicURL(jobs[i].WebhookURL)
+	}
 	writeJSON(w, http.StatusOK, JobList{Items: jobs, NextCursor: next})
 }
 
@@ -252,15 +265,26 @@ func (s *Server) replayMessage(w http.ResponseWriter, r *http.Request) {
 }
 
 // EndpointWithSecret is an endpoint as created or rotated: the only time
-// its secret is shown.
+// what its receiver verifies with is shown. That is the whsec_ secret of a
+// v1 endpoint, or the whpk_ public key of a v1a one; the whsk_ private key
+// of a v1a endpoint is never shown.
 type EndpointWithSecret struct {
 	store.Endpoint
-	Secret string `json:"secret"`
+	Secret    string `json:"secret,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
 }
 
-// EndpointList lists endpoints.
+func endpointWithKey(ep store.Endpoint, shown string) EndpointWithSecret {
+	if ep.SignatureVersion == store.SignatureV1a {
+		return EndpointWithSecret{Endpoint: ep, PublicKey: shown}
+	}
+	return EndpointWithSecret{Endpoint: ep, Secret: shown}
+}
+
+// EndpointList is a page of endpoints.
 type EndpointList struct {
-	Items []store.Endpoint `json:"items"`
+	Items      []store.Endpoint `json:"items"`
+	NextCursor string           `json:"next_cursor,omitempty"`
 }
 
 func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -268,17 +292,40 @@ func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeBody(w, r, &req) {
 		return
 	}
-	ep, secret, err := s.control.AddEndpoint(r.Context(), req)
+	ep, shown, err := s.control.AddEndpoint(r.Context(), req)
+	var limit *tasks.EndpointLimitError
+	if errors.As(err, &limit) {
+		writeProblem(w, http.StatusConflict, "Endpoint limit reached", limit.Error(), nil)
+		return
+	}
 	if err != nil {
 		s.writeControlError(w, r, err, "endpoint")
 		return
 	}
 	w.Header().Set("Location", "/v1/endpoints/"+ep.ID)
-	writeJSON(w, http.StatusCreated, EndpointWithSecret{Endpoint: ep, Secret: secret})
+	writeJSON(w, http.StatusCreated, endpointWithKey(ep, shown))
 }
 
+// listEndpoints pages like listPreviews: limit (1..200, default 50) and the
+// cursor of the previous page's next_cursor.
 func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
-	eps, err := s.control.Endpoints(r.Context())
+	q := r.URL.Query()
+	opts := store.EndpointListOptions{Cursor: q.Get("cursor"), Limit: 50}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 200 {
+			writeProblem(w, http.StatusBadRequest, "Invalid query", "fix the named parameters",
+				[]tasks.FieldError{{Field: "limit", Message: "must be a number from 1 to 200"}})
+			return
+		}
+		opts.Limit = n
+	}
+	eps, next, err := s.control.EndpointPage(r.Context(), opts)
+	if errors.Is(err, store.ErrBadCursor) {
+		writeProblem(w, http.StatusBadRequest, "Invalid query", "the cursor is not one this API returned",
+			[]tasks.FieldError{{Field: "cursor", Message: "is invalid"}})
+		return
+	}
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -286,7 +333,7 @@ func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
 	if eps == nil {
 		eps = []store.Endpoint{}
 	}
-	writeJSON(w, http.StatusOK, EndpointList{Items: eps})
+	writeJSON(w, http.StatusOK, EndpointList{Items: eps, NextCursor: next})
 }
 
 func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -331,10 +378,10 @@ func (s *Server) setEnabled(w http.ResponseWriter, r *http.Request, enabled bool
 }
 
 func (s *Server) rotateEndpointSecret(w http.ResponseWriter, r *http.Request) {
-	ep, secret, err := s.control.RotateEndpointSecret(r.Context(), r.PathValue("id"))
+	ep, shown, err := s.control.RotateEndpointSecret(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeControlError(w, r, err, "endpoint")
 		return
 	}
-	writeJSON(w, http.StatusOK, EndpointWithSecret{Endpoint: ep, Secret: secret})
+	writeJSON(w, http.StatusOK, endpointWithKey(ep, shown))
 }

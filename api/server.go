@@ -32,7 +32,7 @@ type Control interface {
 	Messages(ctx context.Context, jobID string) ([]store.Message, error)
 	Replay(ctx context.Context, msgID string) (store.Message, error)
 	AddEndpoint(ctx context.Context, req tasks.EndpointRequest) (store.Endpoint, string, error)
-	Endpoints(ctx context.Context) ([]store.Endpoint, error)
+	EndpointPage(ctx context.Context, opts store.EndpointListOptions) ([]store.Endpoint, string, error)
 	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
 	SetEndpointEnabled(ctx context.Context, id string, enabled bool, reason string) (store.Endpoint, error)
 	RotateEndpointSecret(ctx context.Context, id string) (store.Endpoint, string, error)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,13 +19,17 @@ import (
 // a subscribed type, of every job, is delivered to it, signed with its own
 // secret.
 type Endpoint struct {
-	ID             string      `json:"id"`
-	URL            string      `json:"url"`
-	EventTypes     []EventType `json:"event_types"` // empty: every type
-	Description    string      `json:"description,omitempty"`
-	Enabled        bool        `json:"enabled"`
-	DisabledReason string      `json:"disabled_reason,omitempty"`
-	DisabledAt     *time.Time  `json:"disabled_at,omitempty"`
+	ID          string      `json:"id"`
+	URL         string      `json:"url"`
+	EventTypes  []EventType `json:"event_types"` // empty: every type
+	Description string      `json:"description,omitempty"`
+	// SignatureVersion is how deliveries are signed: "v1" (HMAC-SHA256,
+	// whsec_ secrets) or "v1a" (ed25519, whsk_ keys whose whpk_ public
+	// key the receiver holds). Records written before v1a read as "v1".
+	SignatureVersion string     `json:"signature_version"`
+	Enabled          bool       `json:"enabled"`
+	DisabledReason   string     `json:"disabled_reason,omitempty"`
+	DisabledAt       *time.Time `json:"disabled_at,omitempty"`
 	// FailingSince is the first failed attempt since the last success.
 	FailingSince *time.Time `json:"failing_since,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
@@ -33,8 +39,15 @@ type Endpoint struct {
 	Secrets []EndpointSecret `json:"-"`
 }
 
-// EndpointSecret is one signing secret of an endpoint. The current secret
-// has no expiry; a rotated-out one signs alongside it until it expires.
+// Signature versions of an endpoint.
+const (
+	SignatureV1  = "v1"
+	SignatureV1a = "v1a"
+)
+
+// EndpointSecret is one signing secret of an endpoint: a whsec_ secret, or
+// for a v1a endpoint a whsk_ private key. The current secret has no
+// expiry; a rotated-out one signs alongside it until it expires.
 type EndpointSecret struct {
 	Value     string     `json:"value"`
 	CreatedAt time.Time  `json:"created_at"`
@@ -87,8 +100,28 @@ func (s *Store) endpointMessagesKey(id string) string {
 }
 func (s *Store) endpointIndexKey() string { return s.ns + ":index:endpoints" }
 
-// CreateEndpoint stores a new endpoint.
-func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint) error {
+//go:embed lua/index_endpoint.lua
+var indexEndpointSource string
+
+var indexEndpointScript = redis.NewScript(indexEndpointSource)
+
+// ErrEndpointLimit: the endpoint index already holds as many endpoints as
+// the cap allows.
+var ErrEndpointLimit = errors.New("endpoint limit reached")
+
+// CreateEndpoint stores a new endpoint, unless max endpoints exist already
+// (ErrEndpointLimit). The cap is checked in the command that adds the
+// endpoint to the index (index_endpoint.lua), so concurrent creators never
+// pass it together.
+//
+// The record is written first, then indexed: the index is what listings,
+// fan-outs and the cap see, so a record whose indexing failed or was
+// refused is invisible. A refused one is deleted at once; one left by a
+// crash between the two writes stays unseen and harmless.
+func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint, max int) error {
+	if max < 1 {
+		return fmt.Errorf("create endpoint %s: the cap must be at least 1, got %d", e.ID, max)
+	}
 	doc, secrets, err := encodeEndpoint(e)
 	if err != nil {
 		return err
@@ -97,8 +130,15 @@ func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint) error {
 	if err := s.rdb.HSet(ctx, s.endpointKey(e.ID), "doc", doc, "secrets", secrets).Err(); err != nil {
 		return fmt.Errorf("create endpoint %s: %w", e.ID, err)
 	}
-	if err := s.rdb.SAdd(ctx, s.endpointIndexKey(), e.ID).Err(); err != nil {
+	added, err := indexEndpointScript.Run(ctx, s.rdb, []string{s.endpointIndexKey()}, e.ID, max).Int()
+	if err != nil {
 		return fmt.Errorf("index endpoint %s: %w", e.ID, err)
+	}
+	if added == 0 {
+		if err := s.rdb.Del(ctx, s.endpointKey(e.ID)).Err(); err != nil {
+			return fmt.Errorf("endpoint %s: %w (and its unindexed record stays: %w)", e.ID, ErrEndpointLimit, err)
+		}
+		return fmt.Errorf("endpoint %s: %w", e.ID, ErrEndpointLimit)
 	}
 	return nil
 }
@@ -131,6 +171,9 @@ func decodeEndpoint(id string, vals []any) (Endpoint, error) {
 	if err := json.Unmarshal([]byte(doc), &e); err != nil {
 		return Endpoint{}, fmt.Errorf("decode endpoint %s: %w", id, err)
 	}
+	if e.SignatureVersion == "" {
+		e.SignatureVersion = SignatureV1
+	}
 	if secrets, _ := vals[1].(string); secrets != "" {
 		if err := json.Unmarshal([]byte(secrets), &e.Secrets); err != nil {
 			return Endpoint{}, fmt.Errorf("decode endpoint %s secrets: %w", id, err)
@@ -139,14 +182,26 @@ func decodeEndpoint(id string, vals []any) (Endpoint, error) {
 	return e, nil
 }
 
-// Endpoints returns every endpoint, oldest first.
+// Endpoints returns every endpoint, oldest first. There are at most as
+// many as the cap CreateEndpoint enforces.
 func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) {
 	ids, err := s.rdb.SMembers(ctx, s.endpointIndexKey()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list endpoints: %w", err)
 	}
+	out, err := s.endpointsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+// endpointsByID reads the endpoints with the given ids in one round trip,
+// in order, skipping those deleted since they were indexed.
+func (s *Store) endpointsByID(ctx context.Context, ids []string) ([]Endpoint, error) {
 	cmds := make([]*redis.SliceCmd, len(ids))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
 			cmds[i] = p.HMGet(ctx, s.endpointKey(id), "doc", "secrets")
 		}
@@ -166,8 +221,56 @@ func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) {
 		}
 		out = append(out, e)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, nil
+}
+
+// EndpointListOptions select a page of endpoints.
+type EndpointListOptions struct {
+	Limit  int    // 1..200; default 50
+	Cursor string // from the previous page; "" for the first
+}
+
+// EndpointPage returns a page of endpoints in id order and the cursor of
+// the next page ("" when this is the last). Paging by id (the cursor is
+// the last id returned) sees every endpoint that exists throughout the
+// walk exactly once, whatever is created or deleted meanwhile; ids are
+// random, so the order is stable but not that of creation.
+//
+// The index is one set of at most the cap's ids; a page reads all ids
+// (cheap: 35 bytes each) but only its own records.
+func (s *Store) EndpointPage(ctx context.Context, opts EndpointListOptions) ([]Endpoint, string, error) {
+	if opts.Limit <= 0 {
+		opts.Limit = 50
+	}
+	opts.Limit = min(opts.Limit, 200)
+	after := ""
+	if opts.Cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(opts.Cursor)
+		if err != nil || !IsEndpointID(string(raw)) {
+			return nil, "", ErrBadCursor
+		}
+		after = string(raw)
+	}
+	ids, err := s.rdb.SMembers(ctx, s.endpointIndexKey()).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list endpoints: %w", err)
+	}
+	slices.Sort(ids)
+	rest := ids[sort.Search(len(ids), func(i int) bool { return ids[i] > after }):]
+	var out []Endpoint
+	for len(rest) > 0 && len(out) < opts.Limit {
+		batch := rest[:min(len(rest), opts.Limit-len(out))]
+		rest = rest[len(batch):]
+		eps, err := s.endpointsByID(ctx, batch)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, eps...)
+	}
+	if len(rest) == 0 || len(out) == 0 {
+		return out, "", nil
+	}
+	return out, base64.RawURLEncoding.EncodeToString([]byte(out[len(out)-1].ID)), nil
 }
 
 // UpdateEndpoint applies fn to an endpoint and writes the result if no one

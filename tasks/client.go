@@ -37,7 +37,9 @@ type ClientOptions struct {
 	// SecretRotationWindow is how long a rotated-out endpoint secret keeps
 	// signing beside the new one. Default 24h.
 	SecretRotationWindow time.Duration
-	Now                  func() time.Time
+	// MaxEndpoints caps the webhook endpoints that may exist at once. Default 100.
+	MaxEndpoints int
+	Now          func() time.Time
 }
 
 // Client is the producer API: it validates preview requests, creates their
@@ -62,6 +64,9 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	}
 	if opts.SecretRotationWindow <= 0 {
 		opts.SecretRotationWindow = defaultRotationWindow
+	}
+	if opts.MaxEndpoints <= 0 {
+		opts.MaxEndpoints = defaultMaxEndpoints
 	}
 	st := store.New(rdb, store.Options{Namespace: opts.Namespace, Retention: opts.Retention, Now: opts.Now})
 	// An asynq client on a shared connection holds nothing to close.

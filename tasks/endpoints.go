@@ -19,9 +19,26 @@ type EndpointRequest struct {
 	// EventTypes it wants; empty means every type.
 	EventTypes  []string `json:"event_types,omitempty"`
 	Description string   `json:"description,omitempty"`
-	// Secret in whsec_ form; generated when empty.
+	// Secret in whsec_ form; generated when empty. Only for v1.
 	Secret string `json:"secret,omitempty"`
+	// SignatureVersion is "v1" (default: HMAC-SHA256 with a whsec_ secret
+	// both sides hold) or "v1a" (ed25519: previewd generates a key pair,
+	// keeps the whsk_ private key and shows the whpk_ public key).
+	SignatureVersion string `json:"signature_version,omitempty"`
 }
+
+// EndpointLimitError: creating the endpoint would pass the configured cap
+// (ClientOptions.MaxEndpoints). It wraps store.ErrEndpointLimit.
+type EndpointLimitError struct {
+	Max int
+}
+
+func (e *EndpointLimitError) Error() string {
+	return fmt.Sprintf("at most %d webhook endpoints may exist (PREVIEWD_MAX_ENDPOINTS, --max-endpoints); delete one or raise the setting", e.Max)
+}
+
+// Unwrap makes errors.Is(err, store.ErrEndpointLimit) hold.
+func (e *EndpointLimitError) Unwrap() error { return store.ErrEndpointLimit }
 
 // EventTypes lists every event a job can emit.
 var EventTypes = []store.EventType{
@@ -34,8 +51,14 @@ const maxDescription = 500
 // signing beside the new one, so receivers can switch without a gap.
 const defaultRotationWindow = 24 * time.Hour
 
+// defaultMaxEndpoints is config's default for --max-endpoints.
+const defaultMaxEndpoints = 100
+
 // AddEndpoint validates and registers an endpoint. It returns the endpoint
-// and its signing secret, which is never shown again except on rotation.
+// and what its receiver verifies with: the whsec_ secret of a v1 endpoint,
+// or the whpk_ public key of a v1a one (whose private key is never shown).
+// Neither is shown again except on rotation. Past the cap it returns an
+// *EndpointLimitError.
 func (c *Client) AddEndpoint(ctx context.Context, req EndpointRequest) (store.Endpoint, string, error) {
 	var fields []FieldError
 	add := func(f, m string) { fields = append(fields, FieldError{Field: f, Message: m}) }
@@ -59,28 +82,56 @@ func (c *Client) AddEndpoint(ctx context.Context, req EndpointRequest) (store.En
 	if msg := checkText(req.Description, maxDescription); msg != "" {
 		add("description", msg)
 	}
-	secret := req.Secret
-	if secret == "" {
-		var err error
-		if secret, err = webhook.GenerateSecret(); err != nil {
-			return store.Endpoint{}, "", err
+	version := req.SignatureVersion
+	switch version {
+	case "":
+		version = store.SignatureV1
+	case store.SignatureV1, store.SignatureV1a:
+	default:
+		add("signature_version", `must be "v1" (HMAC-SHA256) or "v1a" (ed25519)`)
+	}
+	if req.Secret != "" {
+		if version == store.SignatureV1a {
+			add("secret", "cannot be given for a v1a endpoint: previewd generates its key pair and returns the public key")
+		} else if _, err := webhook.ParseSecret(req.Secret); err != nil {
+			add("secret", err.Error())
 		}
-	} else if _, err := webhook.ParseSecret(secret); err != nil {
-		add("secret", err.Error())
 	}
 	if len(fields) > 0 {
 		return store.Endpoint{}, "", &ValidationError{Fields: fields}
 	}
+	stored, shown := req.Secret, req.Secret
+	if stored == "" {
+		var err error
+		if stored, shown, err = newEndpointKey(version); err != nil {
+			return store.Endpoint{}, "", err
+		}
+	}
 	now := c.opts.Now()
 	ep := store.Endpoint{
-		ID: newEndpointID(), URL: req.URL, EventTypes: types, Description: req.Description, Enabled: true,
+		ID: newEndpointID(), URL: req.URL, EventTypes: types, Description: req.Description,
+		SignatureVersion: version, Enabled: true,
 		CreatedAt: now, UpdatedAt: now,
-		Secrets: []store.EndpointSecret{{Value: secret, CreatedAt: now}},
+		Secrets: []store.EndpointSecret{{Value: stored, CreatedAt: now}},
 	}
-	if err := c.store.CreateEndpoint(ctx, ep); err != nil {
+	if err := c.store.CreateEndpoint(ctx, ep, c.opts.MaxEndpoints); err != nil {
+		if errors.Is(err, store.ErrEndpointLimit) {
+			return store.Endpoint{}, "", &EndpointLimitError{Max: c.opts.MaxEndpoints}
+		}
 		return store.Endpoint{}, "", err
 	}
-	return ep, secret, nil
+	return ep, shown, nil
+}
+
+// newEndpointKey generates an endpoint's signing key for its signature
+// version: what previewd stores, and what the receiver is shown (the same
+// whsec_ secret for v1; for v1a the whpk_ public key of the stored whsk_).
+func newEndpointKey(version string) (stored, shown string, err error) {
+	if version == store.SignatureV1a {
+		return webhook.GenerateSigningKey()
+	}
+	secret, err := webhook.GenerateSecret()
+	return secret, secret, err
 }
 
 func newEndpointID() string {
@@ -94,6 +145,12 @@ func newEndpointID() string {
 // Endpoints lists every endpoint (without secrets in their JSON form).
 func (c *Client) Endpoints(ctx context.Context) ([]store.Endpoint, error) {
 	return c.store.Endpoints(ctx)
+}
+
+// EndpointPage returns a page of endpoints and the next page's cursor
+// (see store.EndpointPage); store.ErrBadCursor for a cursor it did not give.
+func (c *Client) EndpointPage(ctx context.Context, opts store.EndpointListOptions) ([]store.Endpoint, string, error) {
+	return c.store.EndpointPage(ctx, opts)
 }
 
 // Endpoint returns one endpoint, or store.ErrNotFound.
@@ -123,18 +180,23 @@ func (c *Client) SetEndpointEnabled(ctx context.Context, id string, enabled bool
 	})
 }
 
-// RotateEndpointSecret gives an endpoint a new secret. The previous ones
-// keep signing beside it for the rotation window, so that receivers
-// verifying with either pass until they switch.
+// RotateEndpointSecret gives an endpoint a new signing key of its
+// signature version. The previous ones keep signing beside it for the
+// rotation window, so that receivers verifying with either pass until they
+// switch. It returns what the receiver verifies with from now on: the new
+// whsec_ secret, or for v1a the new whpk_ public key.
 func (c *Client) RotateEndpointSecret(ctx context.Context, id string) (store.Endpoint, string, error) {
 	if !store.IsEndpointID(id) {
 		return store.Endpoint{}, "", fmt.Errorf("endpoint %q: %w", id, store.ErrNotFound)
 	}
-	secret, err := webhook.GenerateSecret()
-	if err != nil {
-		return store.Endpoint{}, "", err
-	}
+	var secret, shown string
 	ep, err := c.store.UpdateEndpoint(ctx, id, func(e *store.Endpoint, now time.Time) error {
+		// Generated here, once the version is known; a retried update
+		// generates again, and only the written key is returned.
+		var err error
+		if secret, shown, err = newEndpointKey(e.SignatureVersion); err != nil {
+			return err
+		}
 		expires := now.Add(c.opts.SecretRotationWindow)
 		kept := e.Secrets[:0]
 		for _, s := range e.Secrets {
@@ -149,7 +211,10 @@ func (c *Client) RotateEndpointSecret(ctx context.Context, id string) (store.End
 		e.Secrets = append(kept, store.EndpointSecret{Value: secret, CreatedAt: now})
 		return nil
 	})
-	return ep, secret, err
+	if err != nil {
+		return ep, "", err
+	}
+	return ep, shown, nil
 }
 
 // DeleteEndpoint removes an endpoint; deliveries to it stop.

@@ -308,15 +308,11 @@ func (h *Handlers) resolve(ctx context.Context, job store.Job, dest string) (des
 	case !ep.Enabled:
 		return destination{}, "the endpoint is disabled: " + ep.DisabledReason, nil
 	}
-	secrets := make([]webhook.Secret, 0, 2)
-	for _, raw := range ep.ActiveSecrets(h.now()) {
-		s, err := webhook.ParseSecret(raw)
-		if err != nil {
-			return destination{}, "the endpoint's secret is unusable", nil
-		}
-		secrets = append(secrets, s)
+	signer, err := webhook.SignerFor(ep.ActiveSecrets(h.now())...) // whsec_ signs v1, whsk_ v1a
+	if err != nil {
+		return destination{}, "the endpoint's secret is unusable", nil
 	}
-	return destination{url: ep.URL, signer: webhook.NewSigner(secrets...), endpoint: &ep}, "", nil
+	return destination{url: ep.URL, signer: signer, endpoint: &ep}, "", nil
 }
 
 // recordHealth keeps destinations' health: a receiver asking to stop (a 410,

@@ -240,6 +240,7 @@ func newProducer(cfg config.Config, rdb redis.UniversalClient) *tasks.Client {
 		Retention:            cfg.Retention,
 		AllowPrivateWebhooks: cfg.WebhookAllowPrivate,
 		SecretRotationWindow: cfg.WebhookRotationWindow,
+		MaxEndpoints:         cfg.MaxEndpoints,
 	})
 }
 
