@@ -1,0 +1,124 @@
+package worker_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/previewd/previewd/csmsim"
+	"github.com/previewd/previewd/internal/testutil"
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+)
+
+// TestDeliveryDisableStopsDestinations: a receiver answering
+// "webhook-delivery: disable" is stopped as one answering 410 is: an
+// endpoint is disabled with the reason (here after a 200, which still
+// delivered), a job's webhook_url gets nothing more (here after a 503,
+// which fails the message without a retry).
+func TestDeliveryDisableStopsDestinations(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts.Webhooks.Schedule = []time.Duration{time.Second, time.Second, time.Second}
+	disable := http.Header{"Webhook-Delivery": {"disable"}}
+	ep := testutil.NewReplyServer(t)
+	ep.Answer(http.StatusOK, disable, nil)
+	own := testutil.NewReplyServer(t)
+	own.Answer(http.StatusServiceUnavailable, disable, nil)
+	endpoint, _ := h.addEndpoint(ep.URL + "/hooks")
+	h.start()
+	ctx := context.Background()
+	job := h.request("SESSION_DISABLE_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: 2 * time.Second},
+		func(r *tasks.PreviewRequest) { r.WebhookURL = own.URL + "/hooks" })
+	h.waitFinal(job.ID, 30*time.Second)
+
+	const reason = "the receiver asked to stop (webhook-delivery: disable)"
+	testutil.Eventually(t, 10*time.Second, "the endpoint disabled and the job's webhook_url stopped", func() bool {
+		e, err := h.producer.Endpoint(ctx, endpoint.ID)
+		return err == nil && !e.Enabled && e.DisabledReason == reason && h.job(job.ID).WebhookGoneAt != nil
+	})
+	testutil.Eventually(t, 10*time.Second, "every message settled", func() bool {
+		msgs, _ := h.store.Messages(ctx, job.ID)
+		for _, m := range msgs {
+			if m.Status == store.MessagePending {
+				return false
+			}
+		}
+		return len(msgs) > 0
+	})
+	msgs, _ := h.store.Messages(ctx, job.ID)
+	sent := map[string]int{}
+	held := map[string]int{} // messages never sent: the destination was stopped
+	for _, m := range msgs {
+		if m.AttemptsN == 0 {
+			held[m.Destination]++
+			if m.Status != store.MessageFailed {
+				t.Errorf("message %s never sent is %s", m.ID, m.Status)
+			}
+			continue
+		}
+		sent[m.Destination]++
+		switch {
+		case m.Destination == endpoint.ID && m.Status != store.MessageDelivered:
+			t.Errorf("endpoint message %s is %s (%s), want delivered: the 200 delivered it", m.ID, m.Status, m.Reason)
+		case m.Destination == tasks.DestinationJob && (m.Status != store.MessageFailed || m.Reason != reason || m.AttemptsN != 1):
+			t.Errorf("webhook_url message %s: %s, %q after %d attempts; want failed, %q, after 1", m.ID, m.Status, m.Reason, m.AttemptsN, reason)
+		}
+	}
+	t.Logf("sent %v, never sent %v", sent, held)
+	for _, d := range []string{endpoint.ID, tasks.DestinationJob} {
+		if sent[d] == 0 || held[d] == 0 {
+			t.Errorf("destination %s: %d messages sent, %d held back; want the first sent and a later one held", d, sent[d], held[d])
+		}
+	}
+}
+
+// closedPort is a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestAttemptLogHidesResolvedAddress: a connection that fails to a name
+// (localhost, on a port nothing listens on) is logged in the message's
+// attempts without the address the name resolved to.
+func TestAttemptLogHidesResolvedAddress(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts.Webhooks.Schedule = []time.Duration{time.Second}
+	port := strconv.Itoa(closedPort(t))
+	h.start()
+	ctx := context.Background()
+	job := h.request("SESSION_ADDRLOG_"+testutil.RandomHex(4), csmsim.SessionConfig{Stuck: true},
+		func(r *tasks.PreviewRequest) { r.WebhookURL = "http://localhost:" + port + "/hooks" })
+	var attempts []store.Attempt
+	testutil.Eventually(t, 15*time.Second, "a failed attempt logged", func() bool {
+		msgs, _ := h.store.Messages(ctx, job.ID)
+		for _, m := range msgs {
+			if m.Destination == tasks.DestinationJob && len(m.Attempts) > 0 {
+				attempts = m.Attempts
+				return true
+			}
+		}
+		return false
+	})
+	for _, a := range attempts {
+		if !strings.Contains(a.Error, "could not connect to the receiver") {
+			t.Errorf("attempt error %q does not say what failed", a.Error)
+		}
+		for _, leak := range []string{"127.0.0.1", "::1", "dial tcp"} {
+			if strings.Contains(a.Error, leak) {
+				t.Errorf("attempt error %q reveals %q", a.Error, leak)
+			}
+		}
+	}
+}
