@@ -26,6 +26,13 @@ type Limiter interface {
 	Wait(ctx context.Context) error
 }
 
+// RequestLimiter is a Limiter that holds new requests (AwaitTurn) to a
+// smaller share of the rate than polls (GetSession): see RedisLimiter.
+type RequestLimiter interface {
+	Limiter
+	WaitRequest(ctx context.Context) error
+}
+
 // Options configure a Client.
 type Options struct {
 	BaseURL string // e.g. https://api.csm.ai
@@ -145,6 +152,12 @@ func (c *Client) AwaitTurn(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	if rl, ok := c.limiter.(RequestLimiter); ok {
+		if err := rl.WaitRequest(ctx); err != nil {
+			return &Error{Op: "await turn", Kind: KindTransport, Retryable: true, Err: fmt.Errorf("rate limiter: %w", err)}
+		}
+		return nil
+	}
 	return c.awaitTurn(ctx, "await turn")
 }
 

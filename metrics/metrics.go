@@ -34,6 +34,7 @@ type Metrics struct {
 	upstreamRequests *prometheus.CounterVec
 	upstreamLatency  *prometheus.HistogramVec
 	upstreamLimited  prometheus.Counter
+	rateTurns        *prometheus.HistogramVec
 	upstreamAuth     prometheus.Counter
 	budgetExhausted  *prometheus.CounterVec
 	webhookAttempts  *prometheus.CounterVec
@@ -85,6 +86,11 @@ func New(src Sources) *Metrics {
 			Help:    "Latency of calls to CSM by endpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}, []string{"endpoint"}),
+		rateTurns: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "csm_rate_wait_seconds",
+			Help:    "Turns of the shared CSM rate limit by class (poll, request) and how long each waited: the count is the budget used, the wait its pressure.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 4, 9),
+		}, []string{"class"}),
 		upstreamLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "upstream_rate_limited_total",
 			Help: "CSM answers that asked us to slow down (429, or a 400 worded as a rate limit).",
@@ -130,7 +136,7 @@ func New(src Sources) *Metrics {
 // own returns previewd's own process-local collectors.
 func (m *Metrics) own() []prometheus.Collector {
 	return []prometheus.Collector{m.jobDuration, m.pollsPerJob, m.detectionDelay, m.upstreamRequests, m.upstreamLatency,
-		m.upstreamLimited, m.upstreamAuth, m.budgetExhausted, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency}
+		m.rateTurns, m.upstreamLimited, m.upstreamAuth, m.budgetExhausted, m.webhookAttempts, m.webhookLatency, m.httpRequests, m.httpLatency}
 }
 
 // Names lists the names of every metric previewd exports (histograms
@@ -169,6 +175,11 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) UpstreamCall(endpoint, outcome string, latency time.Duration) {
 	m.upstreamRequests.WithLabelValues(endpoint, outcome).Inc()
 	m.upstreamLatency.WithLabelValues(endpoint).Observe(latency.Seconds())
+}
+
+// CSMRateTurn records one turn of the shared CSM rate limit (csm.RedisLimiter.OnTurn).
+func (m *Metrics) CSMRateTurn(class string, waited time.Duration) {
+	m.rateTurns.WithLabelValues(class).Observe(waited.Seconds())
 }
 
 // UpstreamRateLimited implements worker.Observer.

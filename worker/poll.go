@@ -86,6 +86,9 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 			h.applySession(&change, j, now, sess, &res)
 		}
 		if !j.Status.Final() {
+			if getErr == nil && h.polling.PushInterval > 0 {
+				retryAfter = max(retryAfter, expectedWait(sess.PreviewMesh, j.Request.AcceptedAt, now))
+			}
 			h.schedulePollAfter(&change, j, now, p.Seq+1, retryAfter)
 		}
 		return change, nil
@@ -275,4 +278,43 @@ func (p PollPolicy) taskCheckInterval(def time.Duration) time.Duration {
 		return min(def, pushTaskCheck)
 	}
 	return def
+}
+
+// expectedDuration is how long CSM takes for a preview of the given mesh
+// kind (shared/csm-api.md): turbo about a minute, HD one to two hours;
+// fast_sculpt is assumed to sit between. 0: no expectation.
+func expectedDuration(mesh string) time.Duration {
+	switch mesh {
+	case "turbo":
+		return time.Minute
+	case "fast_sculpt":
+		return 5 * time.Minute
+	case "hd":
+		return 90 * time.Minute
+	}
+	return 0
+}
+
+// expectedWait is the least wait before the next poll of a preview of
+// mesh kind accepted at accepted, by its expected duration: half the time
+// left to the expected end (so an HD preview is polled at 45 min, 67, 79,
+// ... rather than every minute for an hour and a half), and past the end a
+// quarter of the overrun (a preview late by an hour is read every 15 min).
+// Each poll's wait is thereby also its detection bound. The policy's own
+// schedule (or a push) is what makes polls sooner; the job's deadline caps
+// every wait. With no expectation (unknown kind, no acceptance time) it is 0.
+//
+// It applies with pushes on, where polls are the safety net and the wait
+// of a lost push is what they bound; without pushes polls keep the policy's
+// schedule (a simulated minute-long turbo preview takes seconds).
+func expectedWait(mesh string, accepted *time.Time, now time.Time) time.Duration {
+	e := expectedDuration(mesh)
+	if e == 0 || accepted == nil {
+		return 0
+	}
+	elapsed := now.Sub(*accepted)
+	if elapsed < e {
+		return (e - elapsed) / 2
+	}
+	return (elapsed - e) / 4
 }

@@ -272,7 +272,11 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 	}
 	var limiter csm.Limiter
 	if cfg.CSMRateLimit > 0 {
-		limiter = csm.NewRedisLimiter(rdb, cfg.Namespace+":ratelimit:csm", cfg.CSMRateLimit, cfg.CSMRateBurst)
+		rl := csm.NewRedisLimiter(rdb, cfg.Namespace+":ratelimit:csm", cfg.CSMRateLimit, cfg.CSMRateBurst).ReservePolls(pollShare)
+		if m, ok := obs.(interface{ CSMRateTurn(string, time.Duration) }); ok {
+			rl.OnTurn = m.CSMRateTurn
+		}
+		limiter = rl
 	}
 	client, err := csm.New(csm.Options{
 		BaseURL: cfg.CSMBaseURL,
@@ -339,3 +343,11 @@ func pushInterval(cfg config.Config) time.Duration {
 	}
 	return cfg.PushPollInterval
 }
+
+// pollShare of the CSM rate limit is kept for the polls of running jobs:
+// new requests use at most the rest, so a backlog of them never starves
+// the polls that end the jobs already billed. At 10/s, 5,000 running HD
+// previews poll about 6.2/s on the expected-duration schedule with pushes
+// on (worker/schedule_test.go), and the 3/s left to requests is three
+// times what keeps that many running.
+const pollShare = 0.7
