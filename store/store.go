@@ -254,25 +254,42 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 
 // Get returns the job with the given id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Job, error) {
-	j, _, err := s.load(ctx, id)
+	j, _, err := s.GetSeen(ctx, id)
 	return j, err
 }
 
-func (s *Store) load(ctx context.Context, id string) (Job, string, error) {
+// Seen is a job's record as a read or a commit left it, for UpdateFrom to
+// start from instead of reading the job again. The zero Seen has nothing:
+// UpdateFrom then reads.
+type Seen struct {
+	version string
+	doc     []byte
+}
+
+// GetSeen is Get, and also returns the record as read, for UpdateFrom.
+func (s *Store) GetSeen(ctx context.Context, id string) (Job, Seen, error) {
 	vals, err := s.rdb.HMGet(ctx, s.jobKey(id), "v", "doc").Result()
 	if err != nil {
-		return Job{}, "", fmt.Errorf("read job %s: %w", id, err)
+		return Job{}, Seen{}, fmt.Errorf("read job %s: %w", id, err)
 	}
 	version, _ := vals[0].(string)
 	doc, _ := vals[1].(string)
 	if version == "" || doc == "" {
-		return Job{}, "", fmt.Errorf("job %s: %w", id, ErrNotFound)
+		return Job{}, Seen{}, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
+	seen := Seen{version: version, doc: []byte(doc)}
+	j, err := seen.job()
+	if err != nil {
+		return Job{}, Seen{}, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return j, seen, nil
+}
+
+// job decodes the record afresh: every caller gets a Job of its own.
+func (seen Seen) job() (Job, error) {
 	var j Job
-	if err := unmarshalRecord([]byte(doc), &j); err != nil {
-		return Job{}, "", fmt.Errorf("decode job %s: %w", id, err)
-	}
-	return j, version, nil
+	err := unmarshalRecord(seen.doc, &j)
+	return j, err
 }
 
 // maxUpdateAttempts bounds the compare-and-set loop; contention on one job is
@@ -311,32 +328,67 @@ type Committed struct {
 // job's outbox (a zero Committed but for JobID when fn returned
 // ErrNoChange or the update failed).
 func (s *Store) UpdateCommitted(ctx context.Context, id string, fn func(j *Job, now time.Time) (Change, error)) (Job, Committed, error) {
+	j, _, c, err := s.UpdateFrom(ctx, id, Seen{}, fn)
+	return j, c, err
+}
+
+// UpdateFrom is UpdateCommitted from a record the caller has seen (GetSeen,
+// or an earlier UpdateFrom) instead of a fresh read: the compare-and-set
+// refuses a commit from it if the job changed since, as it refuses any
+// other, and the job is then read again. An ErrNoChange that fn concludes
+// from the seen record is checked on a fresh read, so that it never rests
+// on an old one. It also returns the record as this call left it, for the
+// caller's next UpdateFrom.
+func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j *Job, now time.Time) (Change, error)) (Job, Seen, Committed, error) {
 	none := Committed{JobID: id}
 	for range maxUpdateAttempts {
-		j, version, err := s.load(ctx, id)
-		if err != nil {
-			return Job{}, none, err
+		fromSeen := seen.version != ""
+		var j Job
+		var err error
+		if fromSeen {
+			if j, err = seen.job(); err != nil {
+				return Job{}, Seen{}, none, fmt.Errorf("decode job %s: %w", id, err)
+			}
+		} else if j, seen, err = s.GetSeen(ctx, id); err != nil {
+			return Job{}, Seen{}, none, err
 		}
+		read := seen
+		seen = Seen{} // used once: a retry reads
 		now := s.now()
 		before := j.Status
 		change, err := fn(&j, now)
 		if errors.Is(err, ErrNoChange) {
-			return j, none, nil
+			if fromSeen {
+				continue
+			}
+			return j, read, none, nil
 		}
 		if err != nil {
-			return j, none, err
+			return j, Seen{}, none, err
 		}
 		j.UpdatedAt = now
-		committed, err := s.commit(ctx, j, version, change, now)
+		doc, committed, err := s.commit(ctx, j, read.version, change, now)
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
-			return Job{}, none, err
+			return Job{}, Seen{}, none, err
 		}
 		if !committed {
 			continue
 		}
-		return j, s.afterCommit(ctx, j, before, change.Outbox), err
+		return j, nextSeen(read.version, doc), s.afterCommit(ctx, j, before, change.Outbox), err
 	}
-	return Job{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
+	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
+}
+
+// nextSeen is the record a commit at version wrote: the script moves the
+// version on by one. (A commit confirmed by its nonce after a lost reply
+// may have been followed by others: the next UpdateFrom's compare-and-set
+// then refuses it, and it reads again.)
+func nextSeen(version string, doc []byte) Seen {
+	v, err := strconv.ParseInt(version, 10, 64)
+	if err != nil {
+		return Seen{}
+	}
+	return Seen{version: strconv.FormatInt(v+1, 10), doc: doc}
 }
 
 // afterCommit writes what a commit changes in the indexes across jobs, in
@@ -390,11 +442,18 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, outbox []
 	return c
 }
 
-func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) (bool, error) {
+// commit runs the compare-and-set of j at version; it returns the record
+// it wrote and whether it was committed.
+func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) ([]byte, bool, error) {
 	doc, err := marshalRecord(j)
 	if err != nil {
-		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
+		return nil, false, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
+	ok, err := s.commitDoc(ctx, j, doc, version, change, now)
+	return doc, ok, err
+}
+
+func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string, change Change, now time.Time) (bool, error) {
 	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), len(change.Events)}
 	for _, e := range change.Events {
 		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j.Public()})

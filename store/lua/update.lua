@@ -36,22 +36,35 @@ redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3],
 local ttl = ARGV[4]
 redis.call('PEXPIRE', KEYS[1], ttl)
 local i = 6
-local n = tonumber(ARGV[i])
+local n_events = tonumber(ARGV[i])
 i = i + 1
-for _ = 1, n do
+for _ = 1, n_events do
   -- An event id is written once: its body is the snapshot every retry resends.
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-n = tonumber(ARGV[i])
+local n_outbox = tonumber(ARGV[i])
 i = i + 1
-for _ = 1, n do
+for _ = 1, n_outbox do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
--- The job's other keys expire with it. PEXPIRE leaves a missing key
--- missing, so no EXISTS is needed first.
-for k = 2, 4 do
-  redis.call('PEXPIRE', KEYS[k], ttl)
+-- The job's other keys expire with it. A final job's all move to the
+-- retention from now. An unfinished job's expiry is its deadline plus the
+-- retention, the same instant at every commit, so only the keys this commit
+-- wrote need it: the events hash may be new, and the outbox is a new key
+-- whenever a flush emptied it (the messages hash takes the job's expiry
+-- when it is written). PEXPIRE leaves a missing key missing.
+if rank[new] == 3 then
+  for k = 2, 4 do
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
+else
+  if n_events > 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+  if n_outbox > 0 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
 end
 return 'ok'
