@@ -40,7 +40,9 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode)
-	job, err := h.store.Get(ctx, p.JobID)
+	// The record as read is where the intent's commit starts from: no
+	// second read of the job (the compare-and-set catches a change since).
+	job, seen, err := h.getSeen(ctx, p.JobID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job not found (expired or deleted); dropping task")
 		return nil
@@ -95,7 +97,7 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	}
 
 	attempt := uuid.NewString()
-	job, recorded, err := h.recordIntent(ctx, job.ID, attempt, spin, sess)
+	job, seen, recorded, err := h.recordIntent(ctx, job.ID, seen, attempt, spin, sess)
 	switch {
 	case errors.Is(err, store.ErrNotReplicated):
 		// Committed on the primary only: a failover now could forget it,
@@ -131,7 +133,7 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	var ce *csm.Error
 	mayBeBilled = postErr == nil || !errors.As(postErr, &ce) || ce.MaybeAccepted
 	if postErr == nil {
-		return h.accepted(detached, log, job.ID, pj)
+		return h.accepted(detached, log, job.ID, seen, pj)
 	}
 	if mayBeBilled {
 		log.Warn("preview POST outcome unknown; it will not be re-sent", zap.Error(postErr))
@@ -164,9 +166,11 @@ func postedBefore(j store.Job) string {
 // recordIntent records that attempt is about to POST. It reports whether
 // this attempt holds the intent; false with the job as read means the job
 // moved on, or another attempt's POST may have been sent.
-func (h *Handlers) recordIntent(ctx context.Context, jobID, attempt, spin string, sess *csm.Session) (store.Job, bool, error) {
+// It starts from seen, the record as the handler read it, and returns the
+// record as it left it.
+func (h *Handlers) recordIntent(ctx context.Context, jobID string, seen store.Seen, attempt, spin string, sess *csm.Session) (store.Job, store.Seen, bool, error) {
 	var recorded bool
-	job, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+	job, seen, _, err := h.updateFrom(ctx, jobID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
 		recorded = false
 		switch {
 		case j.Request.IntentID == attempt:
@@ -186,7 +190,7 @@ func (h *Handlers) recordIntent(ctx context.Context, jobID, attempt, spin string
 		recorded = true
 		return store.Change{Durable: true}, nil
 	})
-	return job, recorded, err
+	return job, seen, recorded, err
 }
 
 // withdrawIntent clears the intent attempt recorded, after an answer (or a
@@ -258,13 +262,16 @@ func (h *Handlers) requestRefused(ctx context.Context, log *zap.Logger, jobID st
 // accepted records an accepted preview POST and starts the poll chain. It
 // is one fact, recorded once: a re-run finds the trial key recorded and
 // changes nothing, and the accepted event's id is derived from the job, so
-// no retry can announce it twice.
-func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, pj *csm.PreviewJob) error {
+// no retry can announce it twice. It starts from seen, the record as the
+// intent's commit left it.
+func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, seen store.Seen, pj *csm.PreviewJob) error {
 	var job store.Job
 	var committed store.Committed
 	err := h.persist(ctx, log, "record the accepted preview", func(ctx context.Context) error {
 		var err error
-		job, committed, err = h.updateCommitted(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+		from := seen
+		seen = store.Seen{} // a retry of the write reads afresh
+		job, _, committed, err = h.updateFrom(ctx, jobID, from, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Request.Outcome == store.OutcomeAccepted && j.UniqueTrialKey == pj.UniqueTrialKey {
 				return store.Change{}, store.ErrNoChange
 			}
@@ -307,7 +314,7 @@ func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason
 	var committed store.Committed
 	err := h.persist(ctx, log, "start reconciling", func(ctx context.Context) error {
 		var err error
-		_, committed, err = h.updateCommitted(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+		_, _, committed, err = h.updateFrom(ctx, jobID, store.Seen{}, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Status != store.StatusQueued && j.Status != store.StatusRequesting {
 				return store.Change{}, store.ErrNoChange
 			}
@@ -332,26 +339,36 @@ func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason
 	return h.flushCommitted(ctx, committed)
 }
 
-// A commit's writer flushes what it committed from memory: the store
-// reports what the commit put in the outbox (store.UpdateCommitted), and
-// the enqueuer enqueues it without reading it back
-// (tasks.Enqueuer.FlushCommitted). A store or enqueuer without them is
-// used the plain way: Update, then Flush.
+// The request path reads each job once and writes from what it read or
+// last wrote (store.GetSeen, store.UpdateFrom), and a commit's writer
+// flushes what it committed from memory: the store reports what the commit
+// put in the outbox, and the enqueuer enqueues it without reading it back
+// (tasks.Enqueuer.FlushCommitted). A store or enqueuer without these is
+// used the plain way: Get, Update, then Flush.
 type (
-	committedUpdater interface {
-		UpdateCommitted(ctx context.Context, id string, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Committed, error)
+	seenStore interface {
+		GetSeen(ctx context.Context, id string) (store.Job, store.Seen, error)
+		UpdateFrom(ctx context.Context, id string, seen store.Seen, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Seen, store.Committed, error)
 	}
 	committedFlusher interface {
 		FlushCommitted(ctx context.Context, c store.Committed) error
 	}
 )
 
-func (h *Handlers) updateCommitted(ctx context.Context, id string, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Committed, error) {
-	if u, ok := h.store.(committedUpdater); ok {
-		return u.UpdateCommitted(ctx, id, fn)
+func (h *Handlers) getSeen(ctx context.Context, id string) (store.Job, store.Seen, error) {
+	if s, ok := h.store.(seenStore); ok {
+		return s.GetSeen(ctx, id)
+	}
+	j, err := h.store.Get(ctx, id)
+	return j, store.Seen{}, err
+}
+
+func (h *Handlers) updateFrom(ctx context.Context, id string, seen store.Seen, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Seen, store.Committed, error) {
+	if s, ok := h.store.(seenStore); ok {
+		return s.UpdateFrom(ctx, id, seen, fn)
 	}
 	j, err := h.store.Update(ctx, id, fn)
-	return j, store.Committed{JobID: id}, err
+	return j, store.Seen{}, store.Committed{JobID: id}, err
 }
 
 func (h *Handlers) flushCommitted(ctx context.Context, c store.Committed) error {
