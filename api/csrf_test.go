@@ -295,7 +295,9 @@ func TestDashboardSendsAntiFramingHeaders(t *testing.T) {
 		want                         int
 	}{
 		{"page", "GET", "/monitoring/", token, nil, 200},
-		{"api", "GET", "/monitoring/api/queues", token, nil, 200},
+		// Its status is asynqmon's, which lists every queue of the shared
+		// test Redis (500 while another test drops one): only headers count.
+		{"api", "GET", "/monitoring/api/queues", token, nil, 0},
 		{"no credentials", "GET", "/monitoring/", "", nil, 401},
 		{"cross-site POST", "POST", "/monitoring/api/queues/q:pause", token, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
 		{"foreign Origin", "POST", "/monitoring/api/queues/q:pause", token, map[string]string{"Origin": "http://evil.example"}, 403},
@@ -314,7 +316,7 @@ func TestDashboardSendsAntiFramingHeaders(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			if resp.StatusCode != tc.want {
+			if tc.want != 0 && resp.StatusCode != tc.want {
 				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
 			}
 			if got := resp.Header.Get("Content-Security-Policy"); got != "frame-ancestors 'none'" {

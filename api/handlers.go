@@ -3,9 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -44,51 +41,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Error("request failed", zap.String("method", r.Method), zap.String("route", r.Pattern), zap.Error(err))
 	writeProblem(w, http.StatusInternalServerError, "Internal error", "the request could not be processed; it is safe to retry", nil)
-}
-
-// decodeBody reads a JSON object into v, strictly: a wrong content type,
-// an oversized body, unknown fields, wrong types and trailing data are
-// answered here with a problem naming what is wrong. It reports whether
-// decoding succeeded.
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			writeProblem(w, http.StatusUnsupportedMediaType, "Unsupported media type", "send application/json", nil)
-			return false
-		}
-	}
-	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("trailing data after the JSON object")
-		}
-	}
-	if err == nil {
-		return true
-	}
-	var tooLarge *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &tooLarge):
-		writeProblem(w, http.StatusRequestEntityTooLarge, "Request body too large",
-			fmt.Sprintf("the body must be at most %d bytes", s.opts.MaxBodyBytes), nil)
-	case errors.As(err, &typeErr):
-		writeProblem(w, http.StatusBadRequest, "Invalid JSON", "a field has the wrong type",
-			[]tasks.FieldError{{Field: typeErr.Field, Message: "must be " + jsonKind(typeErr.Type.Kind().String())}})
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		writeProblem(w, http.StatusBadRequest, "Invalid JSON", "unknown field "+strconv.Quote(field),
-			[]tasks.FieldError{{Field: field, Message: "is not a known field"}})
-	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		writeProblem(w, http.StatusBadRequest, "Invalid JSON", "the body must be one JSON object", nil)
-	default:
-		writeProblem(w, http.StatusBadRequest, "Invalid JSON", err.Error(), nil)
-	}
-	return false
 }
 
 func jsonKind(goKind string) string {
