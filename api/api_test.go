@@ -52,7 +52,18 @@ func (e *apiEnv) in(t *testing.T) *apiEnv {
 
 func newAPIEnv(t *testing.T, tokens ...string) *apiEnv {
 	t.Helper()
-	r := testutil.NewRedis(t)
+	return newAPIEnvOn(t, testutil.NewRedis(t), tokens...)
+}
+
+// newDashboardEnv is newAPIEnv on a Redis of the test's own: the dashboard
+// lists every queue of its Redis.
+func newDashboardEnv(t *testing.T, tokens ...string) *apiEnv {
+	t.Helper()
+	return newAPIEnvOn(t, testutil.NewPrivateRedis(t), tokens...)
+}
+
+func newAPIEnvOn(t *testing.T, r *testutil.Redis, tokens ...string) *apiEnv {
+	t.Helper()
 	control := tasks.NewClient(r.Client, tasks.ClientOptions{Namespace: r.Namespace, AllowPrivateWebhooks: false})
 	q := tasks.QueuesFor(r.Namespace)
 	m := metrics.New(metrics.Sources{
@@ -445,7 +456,7 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 // read-only.
 func TestDashboardAuth(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t)
+	e := newDashboardEnv(t)
 	// Make the queue exist.
 	if _, err := e.control.RequestPreview(context.Background(), tasks.PreviewRequest{SessionCode: "SESSION_DASH"}); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func chromium(t *testing.T) string {
 func TestDashboardInChromium(t *testing.T) {
 	t.Parallel()
 	exe := chromium(t)
-	e := newAPIEnv(t)
+	e := newDashboardEnv(t)
 	ctx := context.Background()
 
 	// Tasks in several states: a pending request, a scheduled poll, an

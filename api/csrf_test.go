@@ -185,7 +185,7 @@ func TestDashboardRefusesCrossSiteForms(t *testing.T) {
 	// shows the framed dashboard (out-of-process frames are not in it).
 	browser := newChromium(t, chromedp.Flag("disable-site-isolation-trials", true),
 		chromedp.Flag("disable-features", "HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,IsolateOrigins,site-per-process"))
-	e := newAPIEnv(t)
+	e := newDashboardEnv(t)
 	var seen answered
 	victim := serveOn(t, "127.0.0.1:0", seen.wrap(e.server.Handler()))
 
@@ -288,7 +288,7 @@ func TestDashboardRefusesCrossSiteForms(t *testing.T) {
 // and the refusal included, forbids framing.
 func TestDashboardSendsAntiFramingHeaders(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t)
+	e := newDashboardEnv(t)
 	for _, tc := range []struct {
 		name, method, path, password string
 		header                       map[string]string
@@ -341,7 +341,7 @@ type openEnv struct {
 
 func newOpenEnv(t *testing.T) *openEnv {
 	t.Helper()
-	r := testutil.NewRedis(t)
+	r := testutil.NewPrivateRedis(t) // the dashboard lists every queue of its Redis
 	control := tasks.NewClient(r.Client, tasks.ClientOptions{Namespace: r.Namespace})
 	s := api.New(control, api.Options{Redis: r.Client, Dashboard: api.NewDashboard(r.Client), Logger: zaptest.NewLogger(t)})
 	seen := &answered{}

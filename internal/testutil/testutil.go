@@ -81,6 +81,16 @@ func NewRedis(t testing.TB) *Redis {
 	return r
 }
 
+// NewPrivateRedis gives the test a redis-server of its own, for tests of
+// tools that read every queue of a Redis (asynqmon lists them all, and
+// fails a listing when another test's cleanup removes a queue between its
+// reads). It cleans up by stopping the server.
+func NewPrivateRedis(t testing.TB) *Redis {
+	t.Helper()
+	srv := StartRedisServer(t)
+	return &Redis{Client: srv.Client(), URL: srv.URL(), Namespace: "t" + RandomHex(6)}
+}
+
 // cleanup deletes the namespace's keys: previewd's, asynq's queues and the
 // rate limiter's. SCAN is fine here: a test's teardown, not a hot path.
 func (r *Redis) cleanup(t testing.TB) {
