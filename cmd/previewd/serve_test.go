@@ -151,12 +151,19 @@ func TestServeWithWorker(t *testing.T) {
 		return n == jobs
 	})
 
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scrape := parseMetrics(t, resp.Body)
-	resp.Body.Close()
+	// The receiver records a delivery as it arrives; the worker counts it
+	// once the attempt is recorded, a moment later, and an accepted or
+	// progress webhook may still be on its way (final ones go first).
+	var scrape map[string]float64
+	testutil.Eventually(t, 10*time.Second, "delivery counter settled", func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		scrape = parseMetrics(t, resp.Body)
+		resp.Body.Close()
+		return scrape[`previewd_webhook_deliveries_total{outcome="delivered"}`] == float64(len(rcv.Deliveries()))
+	})
 	want := map[string]float64{
 		`previewd_jobs_created_total`:                                               jobs,
 		`previewd_jobs_finished_total{status="done"}`:                               jobs,
