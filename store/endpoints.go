@@ -338,16 +338,20 @@ func (s *Store) DeleteEndpoint(ctx context.Context, id string) error {
 // endpoint, for replays by endpoint and time. Entries older than the
 // retention period are trimmed on the way, so the index stays bounded.
 func (s *Store) IndexEndpointMessage(ctx context.Context, endpointID, msgID string, at time.Time) error {
-	key := s.endpointMessagesKey(endpointID)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: msgID})
-		p.ZRemRangeByScore(ctx, key, "-inf", fmt.Sprint(at.Add(-s.retention).UnixMilli()))
+		s.indexEndpointMessageIn(ctx, p, endpointID, msgID, at)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("index message %s of endpoint %s: %w", msgID, endpointID, err)
 	}
 	return nil
+}
+
+func (s *Store) indexEndpointMessageIn(ctx context.Context, p redis.Pipeliner, endpointID, msgID string, at time.Time) {
+	key := s.endpointMessagesKey(endpointID)
+	p.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: msgID})
+	p.ZRemRangeByScore(ctx, key, "-inf", fmt.Sprint(at.Add(-s.retention).UnixMilli()))
 }
 
 // EndpointMessages returns the ids of messages addressed to an endpoint

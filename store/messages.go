@@ -185,6 +185,10 @@ func (s *Store) Messages(ctx context.Context, jobID string) ([]Message, error) {
 	return out, nil
 }
 
+// DestinationJob is the destination of a message to the job's own
+// webhook_url; any other destination is an endpoint's id.
+const DestinationJob = "job"
+
 // MessageID names the message of an event to a destination.
 func MessageID(eventID, destination string) string { return eventID + "." + destination }
 

@@ -125,6 +125,12 @@ type NewEvent struct {
 type Change struct {
 	Events []NewEvent
 	Outbox []OutboxEntry
+	// Messages are delivery records created with the change (the events'
+	// messages, addressed at commit instead of by a fan-out task): a
+	// record already there is kept, so a re-run cannot reset one that a
+	// delivery moved on. Their ids must name events of this job, as the
+	// lookup by message id is written for each (see JobOfMessage).
+	Messages []Message
 	// Durable asks Update to return only once Options.MinReplicas replicas
 	// hold the change, or ErrNotReplicated (the change stays committed on
 	// the primary: the caller decides what that means).
@@ -322,6 +328,18 @@ type Committed struct {
 	// none): a flush then reads the index itself.
 	Index   IndexEntry
 	Indexed bool
+	// Events holds the change's events as this commit stored them, when it
+	// is sure it did (empty when the commit was a re-run recognised by its
+	// nonce, or found an event already stored: the stored body is then
+	// the one to send, and the delivery task reads it).
+	Events []CommittedEvent
+}
+
+// CommittedEvent is an event as the commit that created it stored it.
+type CommittedEvent struct {
+	ID   string
+	Type EventType
+	Body []byte
 }
 
 // UpdateCommitted is Update, and also reports what the commit put in the
@@ -367,14 +385,16 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 			return j, Seen{}, none, err
 		}
 		j.UpdatedAt = now
-		doc, committed, err := s.commit(ctx, j, read.version, change, now)
+		doc, res, err := s.commit(ctx, j, read.version, change, now)
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
 			return Job{}, Seen{}, none, err
 		}
-		if !committed {
+		if !res.committed {
 			continue
 		}
-		return j, nextSeen(read.version, doc), s.afterCommit(ctx, j, before, change.Outbox), err
+		c := s.afterCommit(ctx, j, before, change.Outbox)
+		c.Events = res.fresh
+		return j, nextSeen(read.version, doc), c, err
 	}
 	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
 }
@@ -442,61 +462,129 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, outbox []
 	return c
 }
 
-// commit runs the compare-and-set of j at version; it returns the record
-// it wrote and whether it was committed.
-func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) ([]byte, bool, error) {
-	doc, err := marshalRecord(j)
-	if err != nil {
-		return nil, false, fmt.Errorf("encode job %s: %w", j.ID, err)
-	}
-	ok, err := s.commitDoc(ctx, j, doc, version, change, now)
-	return doc, ok, err
+// commitResult is what one compare-and-set did: whether it committed, and
+// the events it is sure it stored with the bodies it sent.
+type commitResult struct {
+	committed bool
+	fresh     []CommittedEvent
 }
 
-func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string, change Change, now time.Time) (bool, error) {
+// commit runs the compare-and-set of j at version; it returns the record
+// it wrote and what the commit did.
+func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) ([]byte, commitResult, error) {
+	doc, err := marshalRecord(j)
+	if err != nil {
+		return nil, commitResult{}, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	res, err := s.commitDoc(ctx, j, doc, version, change, now)
+	return doc, res, err
+}
+
+func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string, change Change, now time.Time) (commitResult, error) {
 	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), len(change.Events)}
+	events := make([]CommittedEvent, 0, len(change.Events))
 	for _, e := range change.Events {
 		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j.Public()})
 		if err != nil {
-			return false, fmt.Errorf("encode event %s: %w", e.ID, err)
+			return commitResult{}, fmt.Errorf("encode event %s: %w", e.ID, err)
 		}
 		packed, err := pack(body)
 		if err != nil {
-			return false, fmt.Errorf("pack event %s: %w", e.ID, err)
+			return commitResult{}, fmt.Errorf("pack event %s: %w", e.ID, err)
 		}
 		args = append(args, e.ID, packed)
+		events = append(events, CommittedEvent{ID: e.ID, Type: e.Type, Body: body})
 	}
 	args = append(args, len(change.Outbox))
 	for _, e := range change.Outbox {
 		args = append(args, e.ID, e.Data)
 	}
-	if len(change.Outbox) > 0 {
-		// Indexed before the commit: a crash between the two leaves an index
-		// entry pointing at nothing (harmless) rather than an outbox nobody
-		// will ever flush. (Indexed again after it: see afterCommit.)
-		if err := s.indexOutbox(ctx, j.ID); err != nil {
-			return false, err
+	args = append(args, len(change.Messages))
+	for _, m := range change.Messages {
+		raw, err := marshalRecord(m)
+		if err != nil {
+			return commitResult{}, fmt.Errorf("encode message %s: %w", m.ID, err)
 		}
+		args = append(args, m.ID, raw)
+	}
+	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
+		return commitResult{}, err
 	}
 	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.outboxKey(j.ID), s.messagesKey(j.ID)}
 	res, replicas, err := s.runUpdate(ctx, keys, args, change.Durable && s.minReplicas > 0)
 	if err != nil {
-		return false, fmt.Errorf("update job %s: %w", j.ID, err)
+		return commitResult{}, fmt.Errorf("update job %s: %w", j.ID, err)
 	}
 	switch res {
-	case "ok":
-		if change.Durable && replicas < s.minReplicas {
-			return true, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
+	case "ok", "ok-stored", "ok-again":
+		// "ok": every event is stored with the body just sent. "ok-stored":
+		// an event was there before (its stored body is the one to send);
+		// "ok-again": a re-run recognised by its nonce, which cannot tell.
+		done := commitResult{committed: true}
+		if res == "ok" {
+			done.fresh = events
 		}
-		return true, nil
+		if change.Durable && replicas < s.minReplicas {
+			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
+		}
+		return done, nil
 	case "conflict":
-		return false, nil
+		return commitResult{}, nil
 	case "notfound":
-		return false, fmt.Errorf("job %s: %w", j.ID, ErrNotFound)
+		return commitResult{}, fmt.Errorf("job %s: %w", j.ID, ErrNotFound)
 	case "illegal":
-		return false, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
+		return commitResult{}, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
-	return false, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+	return commitResult{}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+}
+
+// prepareCommit writes, before a commit, the cross-job entries that must
+// not be missing if the writer dies right after it, in one round trip:
+//   - the outbox index entry: a crash between the two leaves an entry
+//     pointing at nothing (harmless) rather than an outbox nobody will
+//     ever flush (indexed again after it: see afterCommit);
+//   - each new message's lookup by event id (JobOfMessage), as
+//     CreateMessage writes it, and its endpoint's listing
+//     (IndexEndpointMessage).
+//
+// Each is safe to repeat; a commit that then fails leaves them pointing
+// at nothing, which their readers skip.
+func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) error {
+	if len(change.Outbox) == 0 && len(change.Messages) == 0 {
+		return nil
+	}
+	if len(change.Messages) == 0 {
+		return s.indexOutbox(ctx, jobID)
+	}
+	var index *redis.Cmd
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(change.Outbox) > 0 {
+			index = s.indexOutboxIn(ctx, p, jobID)
+		}
+		looked := map[string]bool{}
+		for _, m := range change.Messages {
+			if !looked[m.EventID] {
+				looked[m.EventID] = true
+				p.Set(ctx, s.eventJobKey(m.EventID), jobID, s.retention+24*time.Hour)
+			}
+			if m.Destination != DestinationJob {
+				s.indexEndpointMessageIn(ctx, p, m.Destination, m.ID, m.CreatedAt)
+			}
+		}
+		return nil
+	})
+	if index != nil && isNoScript(index.Err()) {
+		// The pipeline's EVALSHA found no script (a restarted Redis): index
+		// the plain way, which loads it.
+		if err := s.indexOutbox(ctx, jobID); err != nil {
+			return err
+		}
+		err = cmdsErr(cmds, index)
+	}
+	if err != nil {
+		return fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
+	}
+	return nil
 }
 
 // runUpdate runs the update script; when durable, it also waits for the

@@ -126,13 +126,26 @@ func (e *Enqueuer) FlushIndexed(ctx context.Context, idx store.IndexEntry) error
 // concurrent commit), or the commit wrote none or could not re-index, it
 // falls back to Flush, which reads everything.
 func (e *Enqueuer) FlushCommitted(ctx context.Context, c store.Committed) error {
-	if len(c.Outbox) == 0 || !c.Indexed {
+	return e.FlushCommittedSettled(ctx, c, nil)
+}
+
+// FlushCommittedSettled is FlushCommitted for a writer that did the work of
+// some of the commit's entries itself (a webhook delivered right after the
+// commit): those named in settled are acknowledged without being enqueued.
+// Until then they wait in the outbox like any other, so a writer that dies
+// before this leaves them to the sweeper, which enqueues them.
+func (e *Enqueuer) FlushCommittedSettled(ctx context.Context, c store.Committed, settled map[string]bool) error {
+	if len(c.Outbox) == 0 || (!c.Indexed && len(settled) == 0) {
 		return e.Flush(ctx, c.JobID)
 	}
 	done := make([]string, 0, len(c.Outbox))
 	var errs []error
 	failed := false
 	for _, entry := range c.Outbox {
+		if settled[entry.ID] {
+			done = append(done, entry.ID)
+			continue
+		}
 		task, err := taskFromEntry(entry, e.queues)
 		if err != nil {
 			// A corrupt entry can never be enqueued: drop it, loudly.
@@ -157,12 +170,13 @@ func (e *Enqueuer) FlushCommitted(ctx context.Context, c store.Committed) error 
 		if err := e.store.TouchOutboxIndex(ctx, c.JobID); err != nil {
 			errs = append(errs, err)
 		}
-	case left == 0:
+	case left == 0 && c.Indexed:
 		if err := e.store.DropOutboxIndex(ctx, c.Index); err != nil {
 			errs = append(errs, err)
 		}
 	default:
-		// Entries this commit did not write: enqueue them too.
+		// Entries this commit did not write, or no index score to drop
+		// the entry by: Flush reads both.
 		errs = append(errs, e.Flush(ctx, c.JobID))
 	}
 	return errors.Join(errs...)
@@ -269,4 +283,56 @@ func Emit(change *store.Change, j *store.Job, types ...store.EventType) {
 		change.Events = append(change.Events, store.NewEvent{ID: id, Type: t})
 		change.Outbox = append(change.Outbox, OutboxEntry(FanoutWebhook{JobID: j.ID, EventID: id, EventType: string(t)}, time.Time{}))
 	}
+}
+
+// Destinations lists where an event of type typ about j goes now: the job's
+// webhook_url (unless it asked to stop) and every enabled endpoint
+// subscribed to the type.
+func Destinations(j *store.Job, endpoints []store.Endpoint, typ store.EventType) []string {
+	var dests []string
+	if j.WebhookURL != "" && j.WebhookGoneAt == nil {
+		dests = append(dests, DestinationJob)
+	}
+	for _, ep := range endpoints {
+		if ep.Enabled && ep.Subscribed(typ) {
+			dests = append(dests, ep.ID)
+		}
+	}
+	return dests
+}
+
+// Address does in the commit what a fan-out task would do after it: each
+// event Emit added to change gets, for every destination it has now (see
+// Destinations), a pending message record and that message's delivery
+// task, in place of its fan-out task. The commit then creates records and
+// tasks atomically with the event: no fan-out hop, and nothing for a
+// crash to split. A re-run of the change writes the same records and
+// entries (existing records are kept, task ids are the messages').
+func Address(change *store.Change, j *store.Job, now time.Time, endpoints []store.Endpoint) {
+	if len(change.Events) == 0 {
+		return
+	}
+	types := make(map[string]store.EventType, len(change.Events))
+	for _, ev := range change.Events {
+		types[FanoutWebhook{EventID: ev.ID}.TaskID()] = ev.Type
+	}
+	outbox := change.Outbox[:0:0]
+	for _, entry := range change.Outbox {
+		typ, isFanout := types[entry.ID]
+		if !isFanout {
+			outbox = append(outbox, entry)
+			continue
+		}
+		eventID := strings.TrimPrefix(entry.ID, "fanout:")
+		for _, dest := range Destinations(j, endpoints, typ) {
+			change.Messages = append(change.Messages, store.Message{
+				ID: store.MessageID(eventID, dest), EventID: eventID, EventType: typ,
+				Destination: dest, Status: store.MessagePending, CreatedAt: now,
+			})
+			outbox = append(outbox, OutboxEntry(DeliverWebhook{
+				JobID: j.ID, EventID: eventID, EventType: string(typ), Destination: dest,
+			}, time.Time{}))
+		}
+	}
+	change.Outbox = outbox
 }

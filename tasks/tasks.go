@@ -143,7 +143,7 @@ type DeliverWebhook struct {
 }
 
 // DestinationJob is the job's own webhook_url.
-const DestinationJob = "job"
+const DestinationJob = store.DestinationJob
 
 // TaskType implements Payload.
 func (RequestPreview) TaskType() string { return TypeRequestPreview }

@@ -198,36 +198,12 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 
-	// Bound the deliveries in flight per receiver domain, per address
-	// dialled and, to the job's own webhook_url, per job, so that a
-	// receiver that hangs, under however many names, holds a few workers
-	// and the others keep delivering (slots.go). The domain's and the
-	// job's slots are taken before the name is looked up, so a receiver
-	// whose DNS hangs is held to its share too; the address's slot after,
-	// and the attempt dials exactly that address.
 	taskID, _ := asynq.GetTaskID(ctx)
-	slots := h.newSlotSet(taskID + "#" + fmt.Sprint(h.now().UnixNano()))
-	defer slots.release(ctx, log)
-	now := h.now()
-	var res webhook.Result
-	target, sendErr := h.sender.Target(dest.url)
-	if sendErr == nil {
-		first := []slot{h.domainSlot(target)}
-		if p.Destination == tasks.DestinationJob {
-			first = append(first, h.jobSlot(p.JobID))
-		}
-		if ok, err := slots.take(ctx, log, first...); err != nil || !ok {
-			return busyOr(err)
-		}
-		target, sendErr = h.sender.Resolve(ctx, target)
+	out, err := h.send(ctx, log, taskID+"#"+fmt.Sprint(h.now().UnixNano()), p.JobID, p.Destination, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
+	if err != nil {
+		return err // a slot busy (a snooze), or the store failing
 	}
-	if sendErr == nil {
-		if ok, err := slots.take(ctx, log, h.addrSlot(target)); err != nil || !ok {
-			return busyOr(err)
-		}
-		now = h.now()
-		res, sendErr = h.sender.SendTo(ctx, target, dest.signer, webhook.Message{ID: ev.ID, Body: ev.Body}, now)
-	}
+	now, res, sendErr := out.at, out.res, out.err
 	if sendErr != nil && ctx.Err() != nil {
 		return ctx.Err() // shutting down: the attempt was cut short, not failed
 	}
@@ -285,6 +261,53 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		log.Warn("webhook delivery failed; will retry", zap.Error(sendErr), errorDetail(de))
 		return retryAfterError{err: sendErr, after: res.RetryAfter}
 	}
+}
+
+// attemptResult is one delivery attempt: when it was sent, the receiver's
+// answer, and why it failed.
+type attemptResult struct {
+	at  time.Time
+	res webhook.Result
+	err error
+}
+
+// send makes one attempt to deliver msg to dest within the delivery slots
+// of the receiver (slots.go), held by holder. It returns errDestinationBusy
+// when a slot is taken, and the store's error when the slots cannot be
+// read; the attempt's own failure is in the result.
+//
+// The deliveries in flight are bounded per receiver domain, per address
+// dialled and, to the job's own webhook_url, per job, so that a receiver
+// that hangs, under however many names, holds a few workers and the others
+// keep delivering. The domain's and the job's slots are taken before the
+// name is looked up, so a receiver whose DNS hangs is held to its share
+// too; the address's slot after, and the attempt dials exactly that
+// address.
+func (h *Handlers) send(ctx context.Context, log *zap.Logger, holder, jobID, destID string, dest destination, msg webhook.Message) (attemptResult, error) {
+	slots := h.newSlotSet(holder)
+	defer slots.release(ctx, log)
+	out := attemptResult{at: h.now()}
+	target, err := h.sender.Target(dest.url)
+	if err != nil {
+		out.err = err
+		return out, nil
+	}
+	first := []slot{h.domainSlot(target)}
+	if destID == tasks.DestinationJob {
+		first = append(first, h.jobSlot(jobID))
+	}
+	if ok, err := slots.take(ctx, log, first...); err != nil || !ok {
+		return out, busyOr(err)
+	}
+	if target, out.err = h.sender.Resolve(ctx, target); out.err != nil {
+		return out, nil
+	}
+	if ok, err := slots.take(ctx, log, h.addrSlot(target)); err != nil || !ok {
+		return out, busyOr(err)
+	}
+	out.at = h.now()
+	out.res, out.err = h.sender.SendTo(ctx, target, dest.signer, msg, out.at)
+	return out, nil
 }
 
 // resolve finds where a message goes. A non-empty reason means it must not

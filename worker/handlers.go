@@ -19,6 +19,11 @@ import (
 type Store interface {
 	Get(ctx context.Context, id string) (store.Job, error)
 	Update(ctx context.Context, id string, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, error)
+	// GetSeen and UpdateFrom read each job once on a handler's path and
+	// write from what was read or last committed; UpdateFrom reports what
+	// the commit put in the outbox, for FlushCommittedSettled.
+	GetSeen(ctx context.Context, id string) (store.Job, store.Seen, error)
+	UpdateFrom(ctx context.Context, id string, seen store.Seen, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Seen, store.Committed, error)
 	Event(ctx context.Context, jobID, eventID string) (store.Event, error)
 	Message(ctx context.Context, jobID, msgID string) (store.Message, error)
 	CreateMessage(ctx context.Context, jobID string, m store.Message) error
@@ -64,6 +69,10 @@ type Sender interface {
 // Tasks enqueues: a job's committed outbox, or one task.
 type Tasks interface {
 	Flush(ctx context.Context, jobID string) error
+	// FlushCommittedSettled enqueues what a commit put in the outbox from
+	// memory (store.Committed), but for the entries settled names, whose
+	// work the writer did itself.
+	FlushCommittedSettled(ctx context.Context, c store.Committed, settled map[string]bool) error
 	Enqueue(ctx context.Context, p tasks.Payload, processAt time.Time) error
 }
 
@@ -84,6 +93,8 @@ type Handlers struct {
 	budget   Budget // nil: no spending limit
 	// writeBudget bounds how long a must-happen write retries.
 	writeBudget time.Duration
+	// inline bounds the webhooks sent right after a commit (address.go).
+	inline inlineGate
 	// posts tracks preview POSTs in flight with their bookkeeping: they
 	// run detached from shutdown, and Run waits for them.
 	posts sync.WaitGroup
@@ -121,7 +132,7 @@ func (h *Handlers) taskLogger(ctx context.Context, t *asynq.Task, jobID, session
 // finish moves a job to a final status (if it is not final yet) and fires
 // the final event.
 func (h *Handlers) finish(ctx context.Context, log *zap.Logger, jobID string, status store.Status, code, message string) error {
-	job, err := h.store.Update(ctx, jobID, func(j *store.Job, now time.Time) (store.Change, error) {
+	job, _, committed, err := h.store.UpdateFrom(ctx, jobID, store.Seen{}, h.addressed(ctx, log, func(j *store.Job, now time.Time) (store.Change, error) {
 		if j.Status.Final() {
 			return store.Change{}, store.ErrNoChange
 		}
@@ -129,13 +140,13 @@ func (h *Handlers) finish(ctx context.Context, log *zap.Logger, jobID string, st
 		j.Finish(status, now, &store.JobError{Code: code, Message: message}, "")
 		tasks.Emit(&change, j, store.FinalEvent(status))
 		return change, nil
-	})
+	}))
 	if err != nil {
 		return err
 	}
 	h.metrics.JobFinished(job)
 	log.Info("job finished", zap.String("status", string(job.Status)), zap.String("error_code", code), zap.String("reason", message))
-	return h.tasks.Flush(ctx, jobID)
+	return h.flushDelivering(ctx, log, job, committed)
 }
 
 // schedulePoll adds poll number seq of the chain to change, due after the

@@ -38,7 +38,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode).With(zap.Int("poll_seq", p.Seq))
-	job, err := h.store.Get(ctx, p.JobID)
+	job, seen, err := h.store.GetSeen(ctx, p.JobID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job not found (expired or deleted); dropping poll")
 		return nil
@@ -71,7 +71,9 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 	}
 
 	var res pollResult
-	job, err = h.store.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+	// The commit starts from the record read above (the compare-and-set
+	// refuses it if the job changed since, and the update reads again).
+	job, _, committed, err := h.store.UpdateFrom(ctx, job.ID, seen, h.addressed(ctx, log, func(j *store.Job, now time.Time) (store.Change, error) {
 		res = pollResult{}
 		if j.Status != store.StatusGenerating || j.Poll.Seq != p.Seq {
 			res.stale = true
@@ -92,7 +94,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 			h.schedulePollAfter(&change, j, now, p.Seq+1, retryAfter)
 		}
 		return change, nil
-	})
+	}))
 	if err != nil {
 		return err
 	}
@@ -100,7 +102,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 	if !res.stale {
 		h.afterPoll(ctx, log, job, pushesBefore, pushOK)
 	}
-	return h.tasks.Flush(ctx, job.ID)
+	return h.flushDelivering(ctx, log, job, committed)
 }
 
 // pushes is what the poll needs of the store for CSM's pushes (see

@@ -42,7 +42,7 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode)
 	// The record as read is where the intent's commit starts from: no
 	// second read of the job (the compare-and-set catches a change since).
-	job, seen, err := h.getSeen(ctx, p.JobID)
+	job, seen, err := h.store.GetSeen(ctx, p.JobID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job not found (expired or deleted); dropping task")
 		return nil
@@ -170,7 +170,7 @@ func postedBefore(j store.Job) string {
 // record as it left it.
 func (h *Handlers) recordIntent(ctx context.Context, jobID string, seen store.Seen, attempt, spin string, sess *csm.Session) (store.Job, store.Seen, bool, error) {
 	var recorded bool
-	job, seen, _, err := h.updateFrom(ctx, jobID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+	job, seen, _, err := h.store.UpdateFrom(ctx, jobID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
 		recorded = false
 		switch {
 		case j.Request.IntentID == attempt:
@@ -271,7 +271,7 @@ func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, 
 		var err error
 		from := seen
 		seen = store.Seen{} // a retry of the write reads afresh
-		job, _, committed, err = h.updateFrom(ctx, jobID, from, func(j *store.Job, now time.Time) (store.Change, error) {
+		job, _, committed, err = h.store.UpdateFrom(ctx, jobID, from, h.addressed(ctx, log, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Request.Outcome == store.OutcomeAccepted && j.UniqueTrialKey == pj.UniqueTrialKey {
 				return store.Change{}, store.ErrNoChange
 			}
@@ -298,14 +298,14 @@ func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, 
 				j.Note(now, "preview accepted by CSM after the job ended")
 			}
 			return change, nil
-		})
+		}))
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	log.Info("preview accepted", zap.String("unique_trial_key", job.UniqueTrialKey), zap.String("status", string(job.Status)))
-	return h.flushCommitted(ctx, committed)
+	return h.flushDelivering(ctx, log, job, committed)
 }
 
 // reconcile moves a job whose POST outcome is unknown to generating without
@@ -314,7 +314,7 @@ func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason
 	var committed store.Committed
 	err := h.persist(ctx, log, "start reconciling", func(ctx context.Context) error {
 		var err error
-		_, _, committed, err = h.updateFrom(ctx, jobID, store.Seen{}, func(j *store.Job, now time.Time) (store.Change, error) {
+		_, _, committed, err = h.store.UpdateFrom(ctx, jobID, store.Seen{}, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Status != store.StatusQueued && j.Status != store.StatusRequesting {
 				return store.Change{}, store.ErrNoChange
 			}
@@ -336,46 +336,7 @@ func (h *Handlers) reconcile(ctx context.Context, log *zap.Logger, jobID, reason
 		return err
 	}
 	log.Warn("reconciling by polling", zap.String("reason", reason))
-	return h.flushCommitted(ctx, committed)
-}
-
-// The request path reads each job once and writes from what it read or
-// last wrote (store.GetSeen, store.UpdateFrom), and a commit's writer
-// flushes what it committed from memory: the store reports what the commit
-// put in the outbox, and the enqueuer enqueues it without reading it back
-// (tasks.Enqueuer.FlushCommitted). A store or enqueuer without these is
-// used the plain way: Get, Update, then Flush.
-type (
-	seenStore interface {
-		GetSeen(ctx context.Context, id string) (store.Job, store.Seen, error)
-		UpdateFrom(ctx context.Context, id string, seen store.Seen, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Seen, store.Committed, error)
-	}
-	committedFlusher interface {
-		FlushCommitted(ctx context.Context, c store.Committed) error
-	}
-)
-
-func (h *Handlers) getSeen(ctx context.Context, id string) (store.Job, store.Seen, error) {
-	if s, ok := h.store.(seenStore); ok {
-		return s.GetSeen(ctx, id)
-	}
-	j, err := h.store.Get(ctx, id)
-	return j, store.Seen{}, err
-}
-
-func (h *Handlers) updateFrom(ctx context.Context, id string, seen store.Seen, fn func(j *store.Job, now time.Time) (store.Change, error)) (store.Job, store.Seen, store.Committed, error) {
-	if s, ok := h.store.(seenStore); ok {
-		return s.UpdateFrom(ctx, id, seen, fn)
-	}
-	j, err := h.store.Update(ctx, id, fn)
-	return j, store.Seen{}, store.Committed{JobID: id}, err
-}
-
-func (h *Handlers) flushCommitted(ctx context.Context, c store.Committed) error {
-	if f, ok := h.tasks.(committedFlusher); ok {
-		return f.FlushCommitted(ctx, c)
-	}
-	return h.tasks.Flush(ctx, c.JobID)
+	return h.tasks.FlushCommittedSettled(ctx, committed, nil)
 }
 
 type errSpinsNotReady struct{ status string }

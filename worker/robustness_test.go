@@ -248,18 +248,19 @@ func TestWebhookGoneIsNotRetried(t *testing.T) {
 		m, err := h.store.Message(context.Background(), job.ID, msgID)
 		return err == nil && m.Status == store.MessageFailed
 	})
-	testutil.Eventually(t, 5*time.Second, "the delivery task to be archived", func() bool {
-		info := h.taskInfo(h.queues.Webhooks, "webhook:"+evID+":job")
-		return info != nil && info.State == asynq.TaskStateArchived
-	})
+	// The first attempt is made right after the accepted commit, and a
+	// 410 there settles the message without a delivery task; one made by
+	// a task (the inline attempt skipped) is archived without a retry.
+	time.Sleep(2 * time.Second) // a delivery task, had one been enqueued, has run by now (and one retrying shows it)
 	sameMessage := 0
 	for _, d := range h.rcv.Deliveries() {
 		if d.Header.Get("webhook-id") == evID {
 			sameMessage++
 		}
 	}
-	if info := h.taskInfo(h.queues.Webhooks, "webhook:"+evID+":job"); info.Retried != 0 || sameMessage != 1 {
-		t.Fatalf("delivery task after 410: %+v", info)
+	info := h.taskInfo(h.queues.Webhooks, "webhook:"+evID+":job")
+	if sameMessage != 1 || (info != nil && (info.State != asynq.TaskStateArchived || info.Retried != 0)) {
+		t.Fatalf("after a 410: %d attempts of the message, delivery task %+v", sameMessage, info)
 	}
 }
 

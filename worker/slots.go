@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -78,6 +79,9 @@ func (h *Handlers) newSlotSet(holder string) *slotSet {
 func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (bool, error) {
 	n := len(s.held)
 	for _, sl := range slots {
+		if slices.Contains(s.held, sl.key) {
+			continue // one key counts once (an IP literal's domain slot is its address's)
+		}
 		ok, err := s.h.store.AcquireSlot(ctx, sl.key, s.holder, sl.limit, s.lease)
 		if err != nil || !ok {
 			// A slot whose acquire failed may still have been taken (the

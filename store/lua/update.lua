@@ -11,7 +11,11 @@
 -- outbox entry) or conclude that someone else got there first.
 -- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] outbox hash, KEYS[4] messages hash
 -- ARGV: version, status, doc, ttl_ms, nonce, n_events, (event_id, body) * n_events,
---       n_outbox, (entry_id, data) * n_outbox
+--       n_outbox, (entry_id, data) * n_outbox, n_messages, (message_id, record) * n_messages
+-- Reply: 'ok' (every event stored with the body given), 'ok-stored' (an
+-- event was already stored: its body stands), 'ok-again' (a re-run
+-- recognised by its nonce, which cannot tell which), or 'conflict',
+-- 'notfound', 'illegal'.
 local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
 -- One read of the three fields the checks need.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'w', 'status')
@@ -21,7 +25,7 @@ if not v then
 end
 if v ~= ARGV[1] then
   if cur[2] == ARGV[5] then
-    return 'ok'
+    return 'ok-again'
   end
   return 'conflict'
 end
@@ -38,15 +42,25 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 local i = 6
 local n_events = tonumber(ARGV[i])
 i = i + 1
+local reply = 'ok'
 for _ = 1, n_events do
   -- An event id is written once: its body is the snapshot every retry resends.
-  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 0 then
+    reply = 'ok-stored'
+  end
   i = i + 2
 end
 local n_outbox = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n_outbox do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+-- A message record is created once: one a delivery moved on is kept.
+local n_messages = tonumber(ARGV[i] or '0')
+i = i + 1
+for _ = 1, n_messages do
+  redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 -- The job's other keys expire with it. A final job's all move to the
@@ -66,5 +80,8 @@ else
   if n_outbox > 0 then
     redis.call('PEXPIRE', KEYS[3], ttl)
   end
+  if n_messages > 0 then
+    redis.call('PEXPIRE', KEYS[4], ttl)
+  end
 end
-return 'ok'
+return reply

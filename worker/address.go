@@ -1,0 +1,220 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
+	"github.com/previewd/previewd/webhook"
+)
+
+// Events leave a job's commit already addressed, and the job's own webhook
+// is sent right after it:
+//
+//   - addressed makes the commit that creates an event also create its
+//     messages (one per destination, pending) and their delivery tasks'
+//     outbox entries (tasks.Address), instead of a fan-out task that would
+//     do it one hop later;
+//   - flushDelivering then sends the message to the job's own webhook_url
+//     from the handler that committed (deliverInline), and enqueues the
+//     rest. A message delivered (or given up for a receiver's stop) there
+//     is acknowledged in the outbox without its task; one that was not
+//     gets its task as before, which retries on the usual schedule. Until
+//     the acknowledgement the entry waits in the outbox, so a crash in
+//     between leaves it to the sweeper (the receiver may then get it twice,
+//     with one webhook-id).
+//
+// An inline attempt takes the same delivery slots as a task (slots.go) but
+// never waits for one, and never takes long: it runs within inlineTimeout,
+// and not at all for inlineBackoff after one to the same host failed in
+// this process. Everything else is the delivery task's, so a receiver that
+// hangs holds a poll worker for at most inlineTimeout, once per
+// inlineBackoff, and never more deliveries than its share.
+
+// inlineTimeout bounds an attempt made right after a commit.
+const inlineTimeout = 2 * time.Second
+
+// inlineBackoff is how long a receiver's domain gets no inline attempts
+// after one failed: its deliveries go through tasks meanwhile.
+const inlineBackoff = 30 * time.Second
+
+// maxBackoffsKept: past this many hosts in backoff, the expired ones are
+// forgotten.
+const maxBackoffsKept = 1024
+
+// updateFunc is a store update function.
+type updateFunc = func(j *store.Job, now time.Time) (store.Change, error)
+
+// addressed returns fn with the events it emits addressed in the same
+// commit (tasks.Address) to the job's webhook_url and the endpoints as
+// they are now. The endpoints are read once, when the first event needs
+// them; if they cannot be read, the events keep their fan-out tasks,
+// which address them later.
+func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, fn updateFunc) updateFunc {
+	var endpoints []store.Endpoint
+	var read, unreadable bool
+	return func(j *store.Job, now time.Time) (store.Change, error) {
+		change, err := fn(j, now)
+		if err != nil || len(change.Events) == 0 || unreadable {
+			return change, err
+		}
+		if !read {
+			var readErr error
+			if endpoints, readErr = h.store.Endpoints(ctx); readErr != nil {
+				unreadable = true
+				log.Warn("endpoints not read; the events go through fan-out tasks", zap.Error(readErr))
+				return change, nil
+			}
+			read = true
+		}
+		tasks.Address(&change, j, now, endpoints)
+		return change, nil
+	}
+}
+
+// flushDelivering enqueues what a commit put in the outbox, after sending
+// the job's own webhooks of the commit's events inline (see above).
+func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job store.Job, c store.Committed) error {
+	var settled map[string]bool
+	for _, ev := range c.Events {
+		p := tasks.DeliverWebhook{JobID: job.ID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
+		if !hasEntry(c.Outbox, p.TaskID()) || !h.deliverInline(ctx, log, job, ev) {
+			continue
+		}
+		if settled == nil {
+			settled = map[string]bool{}
+		}
+		settled[p.TaskID()] = true
+	}
+	return h.tasks.FlushCommittedSettled(ctx, c, settled)
+}
+
+func hasEntry(outbox []store.OutboxEntry, id string) bool {
+	for _, e := range outbox {
+		if e.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// deliverInline makes one attempt to deliver ev to the job's webhook_url
+// and records it in the message; it reports whether the message is settled
+// (delivered, or failed because the receiver asked to stop or the failure
+// cannot be retried), so that its task is not needed. Any other outcome is left to the task, which makes
+// the next attempt at once.
+func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent) bool {
+	if job.WebhookURL == "" || job.WebhookGoneAt != nil {
+		return false
+	}
+	if !h.inline.allowed(job.WebhookURL, h.now()) {
+		return false
+	}
+	msg := store.Message{
+		ID: store.MessageID(ev.ID, tasks.DestinationJob), EventID: ev.ID, EventType: ev.Type,
+		Destination: tasks.DestinationJob, Status: store.MessagePending, CreatedAt: job.UpdatedAt,
+	}
+	log = log.With(zap.String("message_id", msg.ID), zap.String("event_type", string(ev.Type)))
+	attemptCtx, cancel := context.WithTimeout(ctx, inlineTimeout)
+	defer cancel()
+	out, err := h.send(attemptCtx, log, "inline:"+msg.ID+"#"+fmt.Sprint(h.now().UnixNano()), job.ID, tasks.DestinationJob,
+		destination{url: job.WebhookURL, signer: h.signer}, webhook.Message{ID: ev.ID, Body: ev.Body})
+	if err != nil {
+		return false // a slot busy, or the store failing: the task waits its turn
+	}
+	now, res, sendErr := out.at, out.res, out.err
+	if sendErr != nil && ctx.Err() != nil {
+		return false // shutting down: the task makes the attempt
+	}
+	var de *webhook.DeliveryError
+	errors.As(sendErr, &de)
+	stop := stopReason(res, de)
+	attempt := store.Attempt{At: now, StatusCode: res.StatusCode, Latency: res.Latency, Response: res.ResponsePrefix}
+	if sendErr != nil {
+		attempt.Error = sendErr.Error()
+		h.inline.failed(job.WebhookURL, h.now())
+	}
+	msg.AddAttempt(attempt)
+	h.metrics.WebhookAttempt(deliveryOutcome(sendErr, de), res.Latency)
+	switch {
+	case sendErr == nil:
+		msg.Status = store.MessageDelivered
+		msg.DeliveredAt = &now
+	case stop != "":
+		msg.Status, msg.Reason = store.MessageFailed, stop
+	case de != nil && !de.Retryable:
+		msg.Status, msg.Reason = store.MessageFailed, "not retryable: "+sendErr.Error()
+	}
+	saveCtx, cancelSave := bookkeeping(ctx)
+	defer cancelSave()
+	if err := h.store.SaveMessage(saveCtx, job.ID, msg); err != nil {
+		// Unrecorded: the task sends it again, with the same webhook-id.
+		log.Warn("inline delivery attempt not recorded; its task takes over", zap.Error(err))
+		return false
+	}
+	if stop != "" {
+		h.recordHealth(ctx, log, job.ID, destination{url: job.WebhookURL, signer: h.signer}, sendErr, stop)
+	}
+	switch {
+	case sendErr == nil:
+		if job.FinishedAt != nil && ev.Type == store.FinalEvent(job.Status) {
+			h.metrics.FinalWebhookDelivered(h.now().Sub(*job.FinishedAt))
+		}
+		log.Info("webhook delivered", zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
+		return true
+	case msg.Status == store.MessageFailed:
+		log.Warn("webhook given up", zap.String("reason", msg.Reason), errorDetail(de))
+		return true
+	}
+	log.Info("inline webhook attempt failed; its task retries", zap.Int("status_code", res.StatusCode), zap.Error(sendErr), errorDetail(de))
+	return false
+}
+
+// inlineGate keeps inline attempts away from a receiver that failed one
+// lately, so that a receiver that hangs holds a poll worker for
+// inlineTimeout once per inlineBackoff, not once per event. It is keyed by
+// the URL's host as written: its share of workers is bounded by the
+// delivery slots, this only spares the handlers the wait.
+type inlineGate struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+func gateKey(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		return strings.ToLower(u.Host)
+	}
+	return rawURL
+}
+
+// allowed reports whether an inline attempt to rawURL may be made now.
+func (g *inlineGate) allowed(rawURL string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !now.Before(g.until[gateKey(rawURL)])
+}
+
+// failed keeps inline attempts away from rawURL's host for inlineBackoff.
+func (g *inlineGate) failed(rawURL string, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.until == nil {
+		g.until = map[string]time.Time{}
+	}
+	if len(g.until) >= maxBackoffsKept {
+		for host, t := range g.until {
+			if !now.Before(t) {
+				delete(g.until, host)
+			}
+		}
+	}
+	g.until[gateKey(rawURL)] = now.Add(inlineBackoff)
+}
