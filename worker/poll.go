@@ -132,16 +132,19 @@ func (h *Handlers) pushCount(ctx context.Context, jobID string) (n int64, ok boo
 // index (stale entries are harmless: pushers check each job).
 func (h *Handlers) afterPoll(ctx context.Context, log *zap.Logger, job store.Job, before int64, ok bool) {
 	ps, on := h.store.(pushes)
-	if !on || h.polling.PushInterval <= 0 {
+	if !on {
 		return
 	}
 	if job.Status.Final() {
+		// Whether or not pushes are on here: the index is written by every
+		// producer, and a finished job's entry would otherwise be kept
+		// until the job's deadline.
 		if err := ps.UnindexSession(ctx, job.SessionCode, job.ID); err != nil {
 			log.Debug("could not drop the job from its session index; it expires", zap.Error(err))
 		}
 		return
 	}
-	if !ok || job.Status != store.StatusGenerating {
+	if !ok || h.polling.PushInterval <= 0 || job.Status != store.StatusGenerating {
 		return
 	}
 	after, err := ps.Pushes(ctx, job.ID)
