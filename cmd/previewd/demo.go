@@ -31,7 +31,8 @@ import (
 // receiver on loopback ports, and a real worker. Its sessions mix in the
 // faults a real run meets.
 func cmdDemo(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "demo")
+	fs := newFlagSet(e, "demo", "[--jobs N] [flags]",
+		"Run jobs end to end in one process: an embedded Redis (or --redis-url), the CSM simulator, a worker and a webhook receiver. No set-up, no CSM account.")
 	jobs := fs.Int("jobs", 20, "number of jobs to run")
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {

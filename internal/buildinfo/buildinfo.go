@@ -12,6 +12,14 @@ import (
 // task's behaviour (leases, retries, recovery) depends on it.
 const asynqModule = "github.com/hibiken/asynq"
 
+// version and commit, when set at link time, win over what the toolchain
+// stamps: an image built without its .git directory (or with
+// -buildvcs=false) still says what it is:
+//
+//	go build -ldflags "-X github.com/previewd/previewd/internal/buildinfo.version=v1.4.0 \
+//	  -X github.com/previewd/previewd/internal/buildinfo.commit=$(git rev-parse HEAD)" ./cmd/previewd
+var version, commit string
+
 // Unknown stands for a value the binary does not carry (a test binary has
 // no main module version; a build outside a VCS checkout has no commit).
 const Unknown = "unknown"
@@ -27,11 +35,17 @@ type Info struct {
 
 // Read returns the running binary's build information.
 func Read() Info {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return Info{Version: Unknown, Commit: Unknown, GoVersion: Unknown, Asynq: Unknown}
+	info := Info{Version: Unknown, Commit: Unknown, GoVersion: Unknown, Asynq: Unknown}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		info = FromBuildInfo(bi)
 	}
-	return FromBuildInfo(bi)
+	if version != "" {
+		info.Version = version
+	}
+	if commit != "" {
+		info.Commit, info.Modified = commit, false
+	}
+	return info
 }
 
 // FromBuildInfo extracts Info from the toolchain's build information.
