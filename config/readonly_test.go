@@ -20,11 +20,11 @@ func TestLoadReadOnly(t *testing.T) {
 		wantErr string // "" for none
 		// loadRefuses: Load (what a worker runs) refuses the same input.
 		loadRefuses bool
-		check   func(t *testing.T, c config.Config)
+		check       func(t *testing.T, c config.Config)
 	}{
 		{name: "no worker secrets", env: map[string]string{}},
 		{name: "worker settings that do not parse keep their default",
-			env: map[string]string{"PREVIEWD_CONCURRENCY": "many", "PREVIEWD_POLL_INTERVAL": "soon", "PREVIEWD_WEBHOOK_RETRY_SCHEDULE": "x"},
+			env:         map[string]string{"PREVIEWD_CONCURRENCY": "many", "PREVIEWD_POLL_INTERVAL": "soon", "PREVIEWD_WEBHOOK_RETRY_SCHEDULE": "x"},
 			loadRefuses: true,
 			check: func(t *testing.T, c config.Config) {
 				if c.Concurrency != 10 || c.PollInterval != 5*time.Second || len(c.WebhookRetrySchedule) != 7 {
