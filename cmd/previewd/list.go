@@ -57,7 +57,7 @@ func cmdList(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	res, err := listJobs(ctx, newProducer(cfg, rdb), f, *limit, *cursor)
+	res, err := listJobs(ctx, newProducer(cfg, rdb), f, *limit, *cursor, maxListScanned)
 	if errors.Is(err, store.ErrBadCursor) {
 		return fs.usageError("invalid --cursor: not one this command printed")
 	}
@@ -140,20 +140,20 @@ type listResult struct {
 	jobs    []store.Job
 	next    string // where the next listing starts; "" when no job is left
 	scanned int    // jobs read
-	stopped bool   // maxListScanned jobs were read before limit matched
+	stopped bool   // maxScan jobs were read before limit matched
 }
 
 // listJobs returns up to limit jobs matching f, newest first, from cursor
 // on. Without a client-side filter it is the store's listing, page by page.
 // With one it reads pages of the store's listing and keeps what matches,
-// at most maxListScanned jobs. Its cursor always points right after the
+// until it has read maxScan jobs. Its cursor always points right after the
 // last job returned (or read), so that following it skips nothing.
-func listJobs(ctx context.Context, l jobLister, f jobFilter, limit int, cursor string) (listResult, error) {
+func listJobs(ctx context.Context, l jobLister, f jobFilter, limit int, cursor string, maxScan int) (listResult, error) {
 	var res listResult
 	for {
 		size := min(limit-len(res.jobs), listPageSize)
 		if f.clientSide() {
-			size = listPageSize
+			size = min(listPageSize, maxScan)
 		}
 		page, next, err := l.List(ctx, store.ListOptions{Status: f.status, Limit: size, Cursor: cursor})
 		if err != nil {
@@ -183,7 +183,7 @@ func listJobs(ctx context.Context, l jobLister, f jobFilter, limit int, cursor s
 		case len(res.jobs) == limit:
 			res.next = next
 			return res, nil
-		case res.scanned >= maxListScanned:
+		case res.scanned >= maxScan:
 			res.next, res.stopped = next, true
 			return res, nil
 		}

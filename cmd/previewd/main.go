@@ -208,6 +208,9 @@ type flagSet struct {
 	aliases map[string]string
 	// extra, when set, adds to the help after the flags.
 	extra func(io.Writer)
+	// check, when set, validates the flags after parsing and before the
+	// command connects to Redis (withClient).
+	check func() error
 }
 
 // newFlagSet returns the flags of `previewd <name>`: errors and help are

@@ -45,6 +45,11 @@ func connectClient(ctx context.Context, fs *flagSet, positional int, fn func(con
 	if fs.NArg() != positional {
 		return fs.usageError("want %d argument(s), got %d", positional, fs.NArg())
 	}
+	if fs.check != nil {
+		if err := fs.check(); err != nil {
+			return err
+		}
+	}
 	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
 		return err
@@ -294,11 +299,15 @@ func webhooksAttempts(ctx context.Context, e env, args []string) error {
 	jobID := fs.String("job", "", "every message of the job `ID`")
 	msgID := fs.String("message", "", "the one message `ID`")
 	output := addOutput(fs, "table")
+	fs.check = func() error {
+		if (*jobID == "") == (*msgID == "") {
+			return fs.usageError("give exactly one of --job or --message")
+		}
+		return nil
+	}
 	return withReadOnlyClient(ctx, e, fs, args, 0, func(ctx context.Context, c *tasks.Client, _ []string) error {
 		var msgs []store.Message
 		switch {
-		case (*jobID == "") == (*msgID == ""):
-			return fs.usageError("give exactly one of --job or --message")
 		case *jobID != "":
 			var err error
 			if msgs, err = c.Messages(ctx, *jobID); err != nil {
@@ -361,7 +370,8 @@ func webhooksReplay(ctx context.Context, e env, args []string) error {
 	since := fs.String("since", "", "with --endpoint: an RFC 3339 `TIME`, or a duration ago like 2h")
 	all := fs.Bool("all", false, "also replay messages that were delivered (default: failed ones only)")
 	output := addOutput(fs, "json")
-	return withClient(ctx, e, fs, args, 0, func(ctx context.Context, c *tasks.Client, _ []string) error {
+	var sinceTime time.Time
+	fs.check = func() error {
 		chosen := 0
 		for _, v := range []string{*msgID, *jobID, *endpointID} {
 			if v != "" {
@@ -371,6 +381,16 @@ func webhooksReplay(ctx context.Context, e env, args []string) error {
 		if chosen != 1 {
 			return fs.usageError("give exactly one of --message, --job or --endpoint")
 		}
+		if *endpointID != "" {
+			t, err := parseSince(*since, time.Now())
+			if err != nil {
+				return fs.usageError("invalid --since: %s", err)
+			}
+			sinceTime = t
+		}
+		return nil
+	}
+	return withClient(ctx, e, fs, args, 0, func(ctx context.Context, c *tasks.Client, _ []string) error {
 		if *msgID != "" {
 			m, err := c.Replay(ctx, *msgID)
 			if err != nil && !errors.Is(err, tasks.ErrEnqueuePending) {
@@ -383,14 +403,7 @@ func webhooksReplay(ctx context.Context, e env, args []string) error {
 			}
 			return err
 		}
-		sel := tasks.ReplaySelection{JobID: *jobID, EndpointID: *endpointID, All: *all}
-		if *endpointID != "" {
-			t, err := parseSince(*since, time.Now())
-			if err != nil {
-				return fs.usageError("invalid --since: %s", err)
-			}
-			sel.Since = t
-		}
+		sel := tasks.ReplaySelection{JobID: *jobID, EndpointID: *endpointID, All: *all, Since: sinceTime}
 		msgs, err := c.ReplayMany(ctx, sel)
 		if perr := printMessages(e.stdout, *output, msgs); perr != nil {
 			return perr
