@@ -236,7 +236,7 @@ func (e *Error) Error() string {
 
 // Default returns the configuration with every setting at its default.
 func Default() Config {
-	c, err := load(func(string) string { return "" }, nil)
+	c, err := load(func(string) string { return "" }, nil, nil)
 	if err != nil {
 		panic("config: defaults do not validate: " + err.Error())
 	}
@@ -245,7 +245,7 @@ func Default() Config {
 
 // FromEnv reads the configuration from the environment only.
 func FromEnv(getenv func(string) string) (Config, error) {
-	return load(getenv, nil)
+	return load(getenv, nil, nil)
 }
 
 // Flags holds the flags RegisterFlags added to a FlagSet.
@@ -283,16 +283,37 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 // Load builds the configuration: flags given on the command line win over
 // environment variables, which win over defaults.
 func (f *Flags) Load(getenv func(string) string) (Config, error) {
+	return load(getenv, f.given(), nil)
+}
+
+// given returns the values of the setting flags given on the command line.
+func (f *Flags) given() map[string]string {
 	given := map[string]string{}
 	f.fs.Visit(func(fl *flag.Flag) {
 		if v, ok := f.vals[fl.Name]; ok {
 			given[fl.Name] = *v
 		}
 	})
-	return load(getenv, given)
+	return given
 }
 
-func load(getenv func(string) string, flags map[string]string) (Config, error) {
+// readOnlySettings are the settings a command that only reads (status,
+// list, config) uses: where Redis is, the namespace, and how to log.
+var readOnlySettings = []string{"redis-url", "redis-cluster", "redis-sentinels", "redis-master",
+	"redis-sentinel-password", "namespace", "log-level", "log-format"}
+
+// LoadReadOnly is Load for commands that only read: it validates only the
+// settings they use, so that a worker-only setting missing or wrong (the
+// CSM API key, a concurrency) does not stop an operator's `previewd
+// status`. A setting outside them whose value does not parse keeps its
+// default; Load still reports it.
+func (f *Flags) LoadReadOnly(getenv func(string) string) (Config, error) {
+	return load(getenv, f.given(), func(name string) bool { return slices.Contains(readOnlySettings, name) })
+}
+
+// load reads and validates every setting; with keep, only the errors of
+// the settings keep accepts are returned.
+func load(getenv func(string) string, flags map[string]string, keep func(flagName string) bool) (Config, error) {
 	c := Config{explicit: map[string]bool{}}
 	var errs []error
 	for _, s := range settings {
@@ -307,6 +328,10 @@ func load(getenv func(string) string, flags map[string]string) (Config, error) {
 			v = s.def
 		}
 		if err := s.apply(&c, strings.TrimSpace(v)); err != nil {
+			if keep != nil && !keep(s.flag) {
+				_ = s.apply(&c, s.def)
+				continue
+			}
 			reason := err.Error()
 			if s.secret {
 				reason = "invalid value"
@@ -318,7 +343,12 @@ func load(getenv func(string) string, flags map[string]string) (Config, error) {
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	c.LogFormat = strings.ToLower(c.LogFormat)
 	if len(errs) == 0 {
-		errs = append(errs, c.validate()...)
+		for _, err := range c.validate() {
+			var cerr *Error
+			if keep == nil || !errors.As(err, &cerr) || keep(cerr.Flag) {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return c, errors.Join(errs...)
 }

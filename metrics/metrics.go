@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/previewd/previewd/internal/buildinfo"
 	"github.com/previewd/previewd/store"
 )
 
@@ -124,6 +125,7 @@ func New(src Sources) *Metrics {
 	}
 	reg.MustRegister(m.own()...)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(buildInfoGauge(buildinfo.Read()))
 	if src.Inspector != nil || src.Store != nil {
 		if src.Logger == nil {
 			src.Logger = zap.NewNop()
@@ -131,6 +133,21 @@ func New(src Sources) *Metrics {
 		reg.MustRegister(newCachedCollector(&stateCollector{src: src}, src.CacheFor, src.Now))
 	}
 	return m
+}
+
+// buildInfoGauge is previewd_build_info, 1, labelled with what
+// `previewd version` prints, so that a dashboard shows which build each
+// process runs (and a rollout in progress).
+func buildInfoGauge(info buildinfo.Info) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "The running build: version, commit, Go and asynq versions (always 1).",
+		ConstLabels: prometheus.Labels{
+			"version": info.Version, "commit": info.Commit, "goversion": info.GoVersion, "asynq": info.Asynq,
+		},
+	})
+	g.Set(1)
+	return g
 }
 
 // own returns previewd's own process-local collectors.

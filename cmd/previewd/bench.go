@@ -14,7 +14,8 @@ import (
 // cmdBench runs the benchmark (package bench): bare asynq, a hand-written
 // peer pipeline and previewd's workers on one Redis and simulator.
 func cmdBench(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "bench")
+	fs := newFlagSet(e, "bench", "[--short] [--jobs N] [--json FILE] [flags]",
+		"Measure jobs/s, Redis commands per job, CPU and detection delay of bare asynq, a hand-written peer pipeline and previewd's workers, on one Redis and CSM simulator.")
 	short := fs.Bool("short", false, "CI pace: 500 jobs per phase (unless --jobs), under 2 minutes")
 	jobs := fs.Int("jobs", 0, "jobs per phase (default 500 with --short, else 2000)")
 	redisURL := fs.String("redis-url", "", "Redis to run on (default: an embedded redis-server on a free port; without one, PREVIEWD_REDIS_URL or redis://127.0.0.1:6379/0)")
@@ -27,8 +28,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	switch {
 	case *jobs < 0:

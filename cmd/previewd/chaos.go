@@ -13,7 +13,8 @@ import (
 // cmdChaos runs the chaos harness (package chaos) against worker processes
 // of this very binary, and fails when any guarantee broke.
 func cmdChaos(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "chaos")
+	fs := newFlagSet(e, "chaos", "[--short] [--jobs N] [--seed S] [flags]",
+		"Run worker processes of this binary under a seeded schedule of faults (kills, Redis restarts, CSM errors) and check every guarantee: no job lost, at most one billed POST per job, one final webhook per job. Exits 1 when any broke.")
 	short := fs.Bool("short", false, "CI pace: 150 jobs (unless --jobs) in under 3 minutes")
 	jobs := fs.Int("jobs", 0, "number of jobs (default 150 with --short, else 1000)")
 	seed := fs.Uint64("seed", 0, "seed of the fault schedule and the sessions (default: drawn, and printed)")
@@ -22,8 +23,8 @@ func cmdChaos(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *jobs < 0 || *workers < 1 {
 		return usageError{msg: "--jobs must be positive and --workers at least 1"}

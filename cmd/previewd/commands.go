@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,16 +11,21 @@ import (
 	"text/tabwriter"
 
 	"github.com/previewd/previewd/api"
+	"github.com/previewd/previewd/config"
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 	"github.com/previewd/previewd/webhook"
 )
 
 func cmdWorker(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "worker")
-	httpAddr := fs.String("http", "", "serve /healthz, /readyz and /metrics here (default: PREVIEWD_HTTP_ADDR; none when empty)")
+	fs := newFlagSet(e, "worker", "[--http ADDR] [flags]",
+		"Process preview tasks (the billed request, then polls) and webhook deliveries until SIGTERM/SIGINT, then drain. Needs PREVIEWD_CSM_API_KEY and PREVIEWD_WEBHOOK_SECRET.")
+	httpAddr := fs.String("http", "", "serve /healthz, /readyz and /metrics at `ADDR` (default: PREVIEWD_HTTP_ADDR; none when empty)")
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	if err := cfg.RequireWorkerSecrets(); err != nil {
@@ -57,23 +62,29 @@ var flagOf = map[string]string{
 }
 
 func cmdEnqueue(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "enqueue")
+	fs := newFlagSet(e, "enqueue", "--session CODE [flags]",
+		"Request a preview of a CSM session. Prints the job (JSON by default); with --wait, blocks until the job is final, prints it then, and exits 1 unless it is done. Repeating a request (same --idempotency-key, or the same fields) returns the same job.")
 	var req tasks.PreviewRequest
 	var bbox, pivot string
-	fs.StringVar(&req.SessionCode, "session", "", "CSM session code (required)")
-	fs.IntVar(&req.SelectedSpinIndex, "spin-index", 0, "spin to use, 0..3")
-	fs.StringVar(&req.SelectedSpin, "spin-url", "", "spin image URL (default: read from the session)")
-	fs.StringVar(&bbox, "bbox", "", "scaled bounding box W,H,D")
-	fs.StringVar(&pivot, "pivot", "", "pivot point X,Y,Z, each in [-0.5, 0.5]")
-	fs.StringVar(&req.WebhookURL, "webhook-url", "", "URL that receives the job's signed webhooks")
-	fs.StringVar(&req.ExternalID, "external-id", "", "your own reference for the job")
-	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "repeat-safe key (default: derived from the request)")
+	fs.StringVar(&req.SessionCode, "session", "", "CSM session `CODE` (required)")
+	fs.IntVar(&req.SelectedSpinIndex, "spin-index", 0, "spin to use, `0..3`")
+	fs.StringVar(&req.SelectedSpin, "spin-url", "", "spin image `URL` (default: read from the session)")
+	fs.StringVar(&bbox, "bbox", "", "scaled bounding box `W,H,D`")
+	fs.StringVar(&pivot, "pivot", "", "pivot point `X,Y,Z`, each in [-0.5, 0.5]")
+	fs.StringVar(&req.WebhookURL, "webhook-url", "", "`URL` that receives the job's signed webhooks")
+	fs.StringVar(&req.ExternalID, "external-id", "", "your own reference for the job (`ID`)")
+	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "repeat-safe `KEY` (default: derived from the request)")
+	output := addOutput(fs, "json")
+	wait := addWaitFlags(fs, "wait", "block until the job is final; exit 1 unless it is done")
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := wait.check(fs); err != nil {
+		return err
 	}
 	if req.ScaledBBox, err = parseTriple(bbox); err != nil {
 		return usageError{msg: "invalid --bbox (scaled_bbox): " + err.Error()}
@@ -101,7 +112,20 @@ func cmdEnqueue(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printJSON(e.stdout, job, false)
+	if !wait.on {
+		return printJob(e.stdout, job, *output, false)
+	}
+	// Progress on stderr: stdout stays the one final job, for scripts.
+	final, err := follow(ctx, producer, job.ID, wait, func(j store.Job) error {
+		return writeChange(e.stderr, j)
+	})
+	if err != nil {
+		return err
+	}
+	if err := printJob(e.stdout, final, *output, false); err != nil {
+		return err
+	}
+	return endedBadly(final)
 }
 
 // describeFields names each invalid field by its flag and JSON name.
@@ -134,38 +158,59 @@ func parseTriple(s string) ([]float64, error) {
 }
 
 func cmdStatus(ctx context.Context, e env, args []string) error {
-	return withJob(ctx, e, "status", args, func(ctx context.Context, p *tasks.Client, id string) error {
+	fs := newFlagSet(e, "status", "ID [flags]",
+		"Print a job: JSON (its whole record, history included) by default, or a table row. With --watch, follow the job to its end instead: one line per change of status or percent, then exit 0 when it is done, 1 when it failed, timed out or was canceled.")
+	output := addOutput(fs, "json")
+	watch := addWaitFlags(fs, "watch", "follow the job until it is final, one line per change (with -o json: the job, one line each)")
+	cfg, err := loadReadOnlyConfig(e, fs, args)
+	if err != nil {
+		return err
+	}
+	id, err := oneArg(fs, "job id")
+	if err != nil {
+		return err
+	}
+	if err := watch.check(fs); err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	p := newProducer(cfg, rdb)
+	if !watch.on {
 		job, err := p.Job(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("job %s not found (unknown, or expired after the retention period)", id)
-		}
 		if err != nil {
-			return err
+			return jobNotFound(err, id)
 		}
-		return printJSON(e.stdout, job, true)
+		return printJob(e.stdout, job, *output, true)
+	}
+	explicitJSON := fs.explicitOutput() && *output == "json"
+	final, err := follow(ctx, p, id, watch, func(j store.Job) error {
+		if explicitJSON {
+			return printJSON(e.stdout, j, false)
+		}
+		return writeChange(e.stdout, j)
 	})
+	if err != nil {
+		return err
+	}
+	return endedBadly(final)
+}
+
+// jobNotFound says so when err is store.ErrNotFound.
+func jobNotFound(err error, id string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("job %s not found (unknown, or expired after the retention period)", id)
+	}
+	return err
 }
 
 func cmdCancel(ctx context.Context, e env, args []string) error {
-	return withJob(ctx, e, "cancel", args, func(ctx context.Context, p *tasks.Client, id string) error {
-		job, err := p.Cancel(ctx, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return fmt.Errorf("job %s not found", id)
-		case errors.Is(err, tasks.ErrFinal):
-			_ = printJSON(e.stdout, job, true)
-			return fmt.Errorf("job %s is already %s; nothing to cancel", id, job.Status)
-		case err != nil:
-			return err
-		}
-		return printJSON(e.stdout, job, true)
-	})
-}
-
-// withJob runs a `previewd <name> ID` command: configuration, the job id
-// argument, a Redis connection and a producer.
-func withJob(ctx context.Context, e env, name string, args []string, fn func(context.Context, *tasks.Client, string) error) error {
-	fs := newFlagSet(e, name)
+	fs := newFlagSet(e, "cancel", "ID [flags]",
+		"Cancel a job that is not final: it ends canceled and fires preview.canceled; polling stops (a preview POST already sent is not undone upstream: CSM has no cancel). Prints the canceled job. Canceling a canceled job prints it again; canceling a job that is done, failed or timed out exits 1 and prints nothing.")
+	output := addOutput(fs, "json")
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {
 		return err
@@ -179,18 +224,42 @@ func withJob(ctx context.Context, e env, name string, args []string, fn func(con
 		return err
 	}
 	defer rdb.Close()
-	return fn(ctx, newProducer(cfg, rdb), id)
+	job, err := newProducer(cfg, rdb).Cancel(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("job %s not found", id)
+	case errors.Is(err, tasks.ErrFinal):
+		return fmt.Errorf("job %s is already %s; nothing to cancel", id, job.Status)
+	case err != nil:
+		return err
+	}
+	return printJob(e.stdout, job, *output, true)
 }
 
 func cmdConfig(_ context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "config")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	cfg, err := loadConfig(e, fs, args)
-	if err != nil {
+	fs := newFlagSet(e, "config", "[-o json|table] [flags]",
+		"Print the effective configuration: every setting, its value (secrets redacted) and its default. Worker and server settings are shown but not enforced here: a value they would refuse is reported on stderr.")
+	output := addOutput(fs, "table")
+	fs.extra = writeSettingsHelp
+	flags := sharedFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	cfg, err := flags.LoadReadOnly(e.getenv)
+	if err != nil {
+		return usageError{msg: "configuration: " + err.Error()}
+	}
+	// What a worker or the server would refuse, said without failing.
+	if _, err := flags.Load(e.getenv); err != nil {
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintf(e.stderr, "previewd config: warning: %s (a worker or server would refuse it)\n", line)
+		}
+	}
 	entries := cfg.Entries()
-	if *asJSON {
+	if *output == "json" {
 		return printJSON(e.stdout, entries, true)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -201,9 +270,30 @@ func cmdConfig(_ context.Context, e env, args []string) error {
 	return tw.Flush()
 }
 
+// writeSettingsHelp lists the shared settings, for `previewd config --help`.
+func writeSettingsHelp(w io.Writer) {
+	writeWrapped(w, "Settings: each is a PREVIEWD_* environment variable and a flag of every command (a flag wins over the variable, which wins over the default). Prefer the environment for secrets: flags show in process lists.", 0)
+	fmt.Fprintln(w)
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	config.RegisterFlags(fs)
+	var rows []flagRow
+	fs.VisitAll(func(fl *flag.Flag) {
+		names := dashed(fl.Name)
+		if !isBoolFlag(fl) {
+			names += " value"
+		}
+		rows = append(rows, flagRow{names, fl.Usage})
+	})
+	writeFlagRows(w, rows)
+}
+
 func cmdSecret(_ context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "secret")
+	fs := newFlagSet(e, "secret", "",
+		"Print a new Standard Webhooks signing secret (whsec_ followed by 32 random bytes in base64), for PREVIEWD_WEBHOOK_SECRET or `previewd endpoints add --secret`.")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	s, err := webhook.GenerateSecret()
@@ -212,12 +302,4 @@ func cmdSecret(_ context.Context, e env, args []string) error {
 	}
 	_, err = fmt.Fprintln(e.stdout, s)
 	return err
-}
-
-func printJSON(w io.Writer, v any, indent bool) error {
-	enc := json.NewEncoder(w)
-	if indent {
-		enc.SetIndent("", "  ")
-	}
-	return enc.Encode(v)
 }

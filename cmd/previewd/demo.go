@@ -31,8 +31,9 @@ import (
 // receiver on loopback ports, and a real worker. Its sessions mix in the
 // faults a real run meets.
 func cmdDemo(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "demo")
-	jobs := fs.Int("jobs", 20, "number of jobs to run")
+	fs := newFlagSet(e, "demo", "[--jobs N] [flags]",
+		"Run jobs end to end in one process: an embedded Redis (or --redis-url), the CSM simulator, a worker and a webhook receiver. No set-up, no CSM account.")
+	jobs := fs.Int("jobs", 20, "run `N` jobs")
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {
 		return err

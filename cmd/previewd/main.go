@@ -6,14 +6,19 @@
 //	previewd chaos [--short] [--jobs N] [--seed S]   real processes under faults
 //	previewd worker              run a worker until SIGTERM/SIGINT
 //	previewd serve [--worker]    the HTTP API, dashboard and metrics
-//	previewd serve [--worker]    the HTTP API, dashboard and metrics
-//	previewd enqueue --session CODE [...]
-//	previewd status ID
+//	previewd enqueue --session CODE [--wait] [...]
+//	previewd status ID [--watch]
+//	previewd list [--status S] [--older-than D] [--session C] [--limit N] [--json]
 //	previewd cancel ID
 //	previewd endpoints add|list|show|disable|enable|rotate-secret|delete
 //	previewd webhooks attempts|replay
 //	previewd config              the effective configuration, secrets redacted
 //	previewd secret              generate a webhook signing secret
+//	previewd version             version, commit, Go and asynq versions
+//	previewd healthcheck --url URL   for container healthchecks
+//
+// Every command answers --help on stdout; `previewd config --help` lists
+// the shared settings.
 package main
 
 import (
@@ -25,6 +30,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -43,18 +50,21 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"demo":      {"run jobs end to end with in-process Redis, CSM simulator and webhook receiver", cmdDemo},
-	"chaos":     {"prove the guarantees: worker processes under a seeded schedule of faults", cmdChaos},
-	"bench":     {"measure jobs/s, Redis cost, CPU and detection against bare asynq and a hand-written peer", cmdBench},
-	"worker":    {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
-	"serve":     {"serve the HTTP API, the dashboard and metrics (--worker: and run a worker)", cmdServe},
-	"enqueue":   {"request a preview; prints the job as JSON", cmdEnqueue},
-	"status":    {"print a job as JSON", cmdStatus},
-	"cancel":    {"cancel a job that is not final", cmdCancel},
-	"endpoints": {"manage webhook endpoints: add, list, show, disable, enable, rotate-secret, delete", cmdEndpoints},
-	"webhooks":  {"webhook delivery attempts and replays", cmdWebhooks},
-	"config":    {"print the effective configuration (secrets redacted)", cmdConfig},
-	"secret":    {"print a new webhook signing secret (whsec_...)", cmdSecret},
+	"demo":        {"run jobs end to end in one process, with no set-up", cmdDemo},
+	"chaos":       {"prove the guarantees: workers under a seeded schedule of faults", cmdChaos},
+	"bench":       {"measure jobs/s, Redis cost and CPU against bare asynq and a peer", cmdBench},
+	"worker":      {"process preview and webhook tasks until SIGTERM/SIGINT", cmdWorker},
+	"serve":       {"serve the API, dashboard and metrics (--worker: and a worker)", cmdServe},
+	"enqueue":     {"request a preview; prints the job (--wait: once it is final)", cmdEnqueue},
+	"status":      {"print a job (--watch: follow it to its end)", cmdStatus},
+	"list":        {"list jobs, newest first, by status, age and session", cmdList},
+	"cancel":      {"cancel a job that is not final", cmdCancel},
+	"endpoints":   {"manage webhook endpoints: add, list, show, rotate-secret, ...", cmdEndpoints},
+	"webhooks":    {"webhook delivery attempts and replays", cmdWebhooks},
+	"config":      {"print the effective configuration; --help lists every setting", cmdConfig},
+	"secret":      {"print a new webhook signing secret (whsec_...)", cmdSecret},
+	"version":     {"print the version, commit, Go and asynq versions", cmdVersion},
+	"healthcheck": {"GET a URL and exit 0 on a 2xx answer (container healthchecks)", cmdHealthcheck},
 }
 
 // Exit codes.
@@ -64,23 +74,40 @@ const (
 	exitUsage   = 2
 )
 
-// usageError makes run exit with exitUsage.
-type usageError struct{ msg string }
+// usageError makes run exit with exitUsage. cmd names the command for the
+// message ("endpoints add"; default: the first argument); hint, when set,
+// is printed on the line after it (where to read the usage).
+type usageError struct{ cmd, msg, hint string }
 
 func (e usageError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	redis.SetLogger(redisLog) // atomic; the same logger every time
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
 		return exitOK
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return exitOK
+		}
+		// previewd help endpoints add: previewd endpoints add --help.
+		args = append(append([]string{}, args[1:]...), "--help")
+	case "-version", "--version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "previewd: unknown command %q\n\n", args[0])
-		usage(stderr)
+		what := "command"
+		if strings.HasPrefix(args[0], "-") {
+			what = "flag"
+		}
+		fmt.Fprintf(stderr, "previewd: unknown %s %q\nrun 'previewd --help'\n", what, args[0])
 		return exitUsage
 	}
 	err := cmd.run(ctx, env{stdout: stdout, stderr: stderr, getenv: getenv}, args[1:])
@@ -90,47 +117,130 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "previewd %s: %v\n", args[0], err)
 	var ue usageError
-	if errors.As(err, &ue) {
-		return exitUsage
+	if !errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "previewd %s: %v\n", args[0], err)
+		return exitFailure
 	}
-	return exitFailure
+	name := args[0]
+	if ue.cmd != "" {
+		name = ue.cmd
+	}
+	if ue.msg != "" {
+		fmt.Fprintf(stderr, "previewd %s: %s\n", name, ue.msg)
+	}
+	if ue.hint != "" {
+		fmt.Fprintln(stderr, ue.hint)
+	}
+	return exitUsage
 }
 
 func usage(w io.Writer) {
+	writeWrapped(w, "previewd tracks CSM.ai image-to-3D preview jobs: it sends each job's billed preview request once, polls until the mesh is ready, and delivers signed webhooks.", 0)
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "usage: previewd <command> [flags]")
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	rows := make([]flagRow, len(names))
+	for i, n := range names {
+		rows[i] = flagRow{n, commands[n].summary}
 	}
+	writeFlagRows(w, rows)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Every setting is a PREVIEWD_* environment variable or a flag; run `previewd <command> -h`.")
+	fmt.Fprintln(w, "Flags:")
+	writeFlagRows(w, []flagRow{{"-h, --help", "show this help"}, {"--version", "print the version (as `previewd version`)"}})
+	fmt.Fprintln(w)
+	writeWrapped(w, "Run 'previewd <command> --help' for a command's flags, and 'previewd config --help' for the shared settings (PREVIEWD_* environment variables, or flags of every command).", 0)
 }
 
-// newFlagSet returns a FlagSet that reports errors through run.
-func newFlagSet(e env, name string) *flag.FlagSet {
+// subcommand dispatches `previewd <group> <name> ...`.
+func subcommand(ctx context.Context, e env, group string, args []string, subs map[string]command) error {
+	hint := fmt.Sprintf("run 'previewd %s --help'", group)
+	if len(args) == 0 {
+		groupUsage(e.stderr, group, subs)
+		return usageError{}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		groupUsage(e.stdout, group, subs)
+		return flag.ErrHelp
+	}
+	sub, ok := subs[args[0]]
+	if !ok {
+		return usageError{cmd: group, msg: fmt.Sprintf("unknown subcommand %q", args[0]), hint: hint}
+	}
+	return sub.run(ctx, e, args[1:])
+}
+
+func groupUsage(w io.Writer, group string, subs map[string]command) {
+	fmt.Fprintf(w, "usage: previewd %s <subcommand> [flags]\n\n", group)
+	fmt.Fprintln(w, "Subcommands:")
+	names := make([]string, 0, len(subs))
+	for n := range subs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	rows := make([]flagRow, len(names))
+	for i, n := range names {
+		rows[i] = flagRow{n, subs[n].summary}
+	}
+	writeFlagRows(w, rows)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Run 'previewd %s <subcommand> --help' for its flags.\n", group)
+}
+
+// flagSet is a command's flags and what its --help says about them.
+type flagSet struct {
+	*flag.FlagSet
+	name     string // "status", "endpoints add"
+	synopsis string // what follows the name in the usage line: "ID [flags]"
+	about    string // what the command does
+	stdout   io.Writer
+	// own holds the command's own flags once loadConfig has added the
+	// shared settings beside them (nil: every flag is the command's own).
+	own map[string]bool
+	// aliases maps a short flag to its long name ("o": "output").
+	aliases map[string]string
+	// extra, when set, adds to the help after the flags.
+	extra func(io.Writer)
+	// check, when set, validates the flags after parsing and before the
+	// command connects to Redis (withClient).
+	check func() error
+}
+
+// newFlagSet returns the flags of `previewd <name>`: errors and help are
+// reported by parseFlags, never by the flag package itself (it would print
+// Go's -flag spelling and every shared setting).
+func newFlagSet(e env, name, synopsis, about string) *flagSet {
 	fs := flag.NewFlagSet("previewd "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	return fs
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &flagSet{FlagSet: fs, name: name, synopsis: synopsis, about: about, stdout: e.stdout, aliases: map[string]string{}}
+}
+
+// usageError is a usage error of this command, with the hint to its help.
+func (fs *flagSet) usageError(format string, args ...any) usageError {
+	return usageError{cmd: fs.name, msg: fmt.Sprintf(format, args...), hint: fmt.Sprintf("run 'previewd %s --help'", fs.name)}
 }
 
 // parseFlags parses args, allowing flags after positional arguments
-// (`previewd cancel ID --namespace x`), and turns flag errors into usage
-// errors. After it, fs.Args() holds the positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// (`previewd cancel ID --namespace x`): --help prints the command's help on
+// stdout (and returns flag.ErrHelp), a flag error becomes one usage line.
+// After it, fs.Args() holds the positional arguments.
+func parseFlags(fs *flagSet, args []string) error {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.writeHelp(fs.stdout)
 				return err
 			}
-			return usageError{msg: err.Error()}
+			return fs.usageError("%s", flagErrorText(err))
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -142,9 +252,17 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(append([]string{"--"}, positional...))
 }
 
-func oneArg(fs *flag.FlagSet, what string) (string, error) {
+func oneArg(fs *flagSet, what string) (string, error) {
 	if fs.NArg() != 1 {
-		return "", usageError{msg: fmt.Sprintf("want exactly one %s, got %d arguments", what, fs.NArg())}
+		return "", fs.usageError("want exactly one %s, got %d arguments", what, fs.NArg())
 	}
 	return strings.TrimSpace(fs.Arg(0)), nil
+}
+
+// noArgs refuses positional arguments.
+func noArgs(fs *flagSet) error {
+	if fs.NArg() > 0 {
+		return fs.usageError("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }

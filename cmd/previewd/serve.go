@@ -26,8 +26,9 @@ import (
 const defaultServeAddr = "127.0.0.1:8080"
 
 func cmdServe(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "serve")
-	httpAddr := fs.String("http", "", "listen address (default: PREVIEWD_HTTP_ADDR, else "+defaultServeAddr+")")
+	fs := newFlagSet(e, "serve", "[--http ADDR] [--worker] [flags]",
+		"Serve the HTTP API, the asynq dashboard, /healthz, /readyz and /metrics until SIGTERM/SIGINT; with --worker, run a worker in the same process.")
+	httpAddr := fs.String("http", "", "listen at `ADDR` (default: PREVIEWD_HTTP_ADDR, else "+defaultServeAddr+")")
 	withWorker := fs.Bool("worker", false, "also run a worker in this process")
 	cfg, err := loadConfig(e, fs, args)
 	if err != nil {

@@ -24,17 +24,34 @@ import (
 	"github.com/previewd/previewd/worker"
 )
 
-// loadConfig parses args with the config flags added to fs.
-func loadConfig(e env, fs *flag.FlagSet, args []string) (config.Config, error) {
-	flags := config.RegisterFlags(fs)
+// loadConfig parses args with the shared settings added to fs's own flags.
+func loadConfig(e env, fs *flagSet, args []string) (config.Config, error) {
+	return parseConfig(fs, args, func(f *config.Flags) (config.Config, error) { return f.Load(e.getenv) })
+}
+
+// loadReadOnlyConfig is loadConfig for the commands that only read: the
+// settings only workers and the server use are not validated.
+func loadReadOnlyConfig(e env, fs *flagSet, args []string) (config.Config, error) {
+	return parseConfig(fs, args, func(f *config.Flags) (config.Config, error) { return f.LoadReadOnly(e.getenv) })
+}
+
+func parseConfig(fs *flagSet, args []string, load func(*config.Flags) (config.Config, error)) (config.Config, error) {
+	flags := sharedFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return config.Config{}, err
 	}
-	cfg, err := flags.Load(e.getenv)
+	cfg, err := load(flags)
 	if err != nil {
 		return config.Config{}, usageError{msg: "configuration: " + err.Error()}
 	}
 	return cfg, nil
+}
+
+// sharedFlags adds the shared settings to fs, after its own flags.
+func sharedFlags(fs *flagSet) *config.Flags {
+	fs.own = map[string]bool{}
+	fs.VisitAll(func(fl *flag.Flag) { fs.own[fl.Name] = true })
+	return config.RegisterFlags(fs.FlagSet)
 }
 
 // newLogger builds the process logger: JSON for production, console for people.
@@ -73,6 +90,7 @@ func startProcess(ctx context.Context, e env, cfg config.Config) (process, func(
 	if err != nil {
 		return process{}, nil, err
 	}
+	redisLog.routeTo(log)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	rdb, err := awaitRedis(ctx, cfg, log)
 	if err != nil {
@@ -120,13 +138,16 @@ func awaitRedis(ctx context.Context, cfg config.Config, log *zap.Logger) (redis.
 	}
 }
 
-// errRedisUnreachable: the configured Redis did not answer a PING.
+// errRedisUnreachable: the configured Redis did not answer a PING. where
+// says what was dialled, without the password.
 type errRedisUnreachable struct {
 	where string
 	err   error
 }
 
-func (e errRedisUnreachable) Error() string { return e.where + " does not answer: " + e.err.Error() }
+func (e errRedisUnreachable) Error() string {
+	return "Redis is unreachable at " + e.where + ": " + e.err.Error()
+}
 func (e errRedisUnreachable) Unwrap() error { return e.err }
 
 // openRedis connects to the configured Redis (one server, a Redis Cluster,
@@ -153,19 +174,19 @@ func newRedisClient(cfg config.Config) (redis.UniversalClient, string, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
 		}
-		return redis.NewClusterClient(opts), "redis cluster at " + cfg.RedisURL.String(), nil
+		return redis.NewClusterClient(opts), cfg.RedisURL.String() + " (Redis Cluster)", nil
 	}
 	opts, err := redis.ParseURL(cfg.RedisURL.Reveal())
 	if err != nil {
 		return nil, "", fmt.Errorf("PREVIEWD_REDIS_URL: %w", err)
 	}
 	if len(cfg.RedisSentinels) > 0 {
-		where := fmt.Sprintf("redis primary %q of sentinels %s", cfg.RedisMaster, strings.Join(cfg.RedisSentinels, ","))
+		where := fmt.Sprintf("the primary %q of sentinels %s", cfg.RedisMaster, strings.Join(cfg.RedisSentinels, ","))
 		fo := failoverOptions(opts, cfg.RedisMaster, cfg.RedisSentinels)
 		fo.SentinelPassword = cfg.RedisSentinelPassword.Reveal()
 		return redis.NewFailoverClient(fo), where, nil
 	}
-	return redis.NewClient(opts), "redis at " + cfg.RedisURL.String(), nil
+	return redis.NewClient(opts), cfg.RedisURL.String(), nil
 }
 
 // failoverOptions keeps everything the Redis URL says (credentials, DB,
