@@ -125,6 +125,12 @@ type NewEvent struct {
 type Change struct {
 	Events []NewEvent
 	Outbox []OutboxEntry
+	// Redone says the writer runs again if it dies before flushing the
+	// change's outbox entries (a task handler, whose re-run flushes its
+	// job's outbox): the commit then does not index the outbox again after
+	// its entries, a guard only a writer that never comes back needs (see
+	// afterCommit).
+	Redone bool
 	// Messages are delivery records created with the change (the events'
 	// messages, addressed at commit instead of by a fan-out task): a
 	// record already there is kept, so a re-run cannot reset one that a
@@ -392,7 +398,7 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 		if !res.committed {
 			continue
 		}
-		c := s.afterCommit(ctx, j, before, change.Outbox)
+		c := s.afterCommit(ctx, j, before, change, res)
 		c.Events = res.fresh
 		return j, nextSeen(read.version, doc), c, err
 	}
@@ -420,21 +426,30 @@ func nextSeen(version string, doc []byte) Seen {
 //     score), so a crash before the writer's own flush still leaves the
 //     sweeper a way to the entries. Best effort: the entry made before the
 //     commit covers the usual case. Its score is what the writer's flush
-//     drops the entry by.
+//     drops the entry by. A writer that re-runs and flushes after a crash
+//     (Change.Redone) needs no second entry: its flush drops the first.
 //   - The status listing, when the status changed. Best effort: listings
 //     check each job's status as they read it.
 //   - On reaching a final status, the deadline entry and the counter. Best
 //     effort: the sweeper drops index entries of final jobs, and a lost
 //     increment only skews a metric.
-func (s *Store) afterCommit(ctx context.Context, j Job, before Status, outbox []OutboxEntry) Committed {
+func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Change, res commitResult) Committed {
+	outbox := change.Outbox
 	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}}
+	reindex := len(outbox) > 0
+	if reindex && change.Redone && res.indexed {
+		// The writer comes back if it dies before its flush, and flushes
+		// then: the entry written before the commit is the one to drop.
+		reindex = false
+		c.Index, c.Indexed = res.index, true
+	}
 	finished := j.Status.Final() && !before.Final()
-	if len(outbox) == 0 && j.Status == before && !finished {
+	if !reindex && j.Status == before && !finished {
 		return c
 	}
 	var index *redis.Cmd
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if len(outbox) > 0 {
+		if reindex {
 			index = s.indexOutboxIn(ctx, p, j.ID)
 		}
 		if j.Status != before {
@@ -467,6 +482,9 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, outbox []
 type commitResult struct {
 	committed bool
 	fresh     []CommittedEvent
+	// index is the outbox index entry written before the commit.
+	index   IndexEntry
+	indexed bool
 }
 
 // commit runs the compare-and-set of j at version; it returns the record
@@ -507,7 +525,8 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 		}
 		args = append(args, m.ID, raw)
 	}
-	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
+	index, indexed, err := s.prepareCommit(ctx, j.ID, change)
+	if err != nil {
 		return commitResult{}, err
 	}
 	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.outboxKey(j.ID), s.messagesKey(j.ID)}
@@ -520,7 +539,7 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 		// "ok": every event is stored with the body just sent. "ok-stored":
 		// an event was there before (its stored body is the one to send);
 		// "ok-again": a re-run recognised by its nonce, which cannot tell.
-		done := commitResult{committed: true}
+		done := commitResult{committed: true, index: index, indexed: indexed}
 		if res == "ok" {
 			done.fresh = events
 		}
@@ -549,12 +568,15 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 //
 // Each is safe to repeat; a commit that then fails leaves them pointing
 // at nothing, which their readers skip.
-func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) error {
+func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) (IndexEntry, bool, error) {
+	entry := IndexEntry{JobID: jobID}
 	if len(change.Outbox) == 0 && len(change.Messages) == 0 {
-		return nil
+		return entry, false, nil
 	}
 	if len(change.Messages) == 0 {
-		return s.indexOutbox(ctx, jobID)
+		score, err := s.indexOutboxScore(ctx, jobID)
+		entry.Score = score
+		return entry, err == nil, err
 	}
 	var index *redis.Cmd
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -573,18 +595,30 @@ func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) 
 		}
 		return nil
 	})
-	if index != nil && isNoScript(index.Err()) {
+	if index == nil {
+		if err != nil {
+			return entry, false, fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
+		}
+		return entry, false, nil
+	}
+	if isNoScript(index.Err()) {
 		// The pipeline's EVALSHA found no script (a restarted Redis): index
 		// the plain way, which loads it.
-		if err := s.indexOutbox(ctx, jobID); err != nil {
-			return err
+		if entry.Score, err = s.indexOutboxScore(ctx, jobID); err != nil {
+			return entry, false, err
 		}
-		err = cmdsErr(cmds, index)
+		if err := cmdsErr(cmds, index); err != nil {
+			return entry, false, fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
+		}
+		return entry, true, nil
 	}
 	if err != nil {
-		return fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
+		return entry, false, fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
 	}
-	return nil
+	if entry.Score, err = scoreOf(index); err != nil {
+		return entry, false, fmt.Errorf("index outbox of job %s: %w", jobID, err)
+	}
+	return entry, true, nil
 }
 
 // runUpdate runs the update script; when durable, it also waits for the

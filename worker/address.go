@@ -55,7 +55,7 @@ type updateFunc = func(j *store.Job, now time.Time) (store.Change, error)
 
 // addressed returns fn with the events it emits addressed in the same
 // commit (tasks.Address) to the job's webhook_url and the endpoints as
-// they are now. The endpoints are read once, when the first event needs
+// they are now, marked as the change of a task handler (Change.Redone). The endpoints are read once, when the first event needs
 // them; if they cannot be read, the events keep their fan-out tasks,
 // which address them later.
 func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, fn updateFunc) updateFunc {
@@ -63,6 +63,9 @@ func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, fn updateFunc
 	var read, unreadable bool
 	return func(j *store.Job, now time.Time) (store.Change, error) {
 		change, err := fn(j, now)
+		// A handler that dies before its flush runs again and flushes the
+		// job's outbox (every handler does on finding its work done).
+		change.Redone = true
 		if err != nil || len(change.Events) == 0 || unreadable {
 			return change, err
 		}
