@@ -301,6 +301,9 @@ func TestPrometheusFiles(t *testing.T) {
 	for _, args := range [][]string{
 		{"check", "rules", "prometheus/alerts.yml"},
 		{"check", "config", "--syntax-only", "prometheus/prometheus.yml"},
+		// The rules' unit tests: the stuck-job and backlog-age alerts fire
+		// when they should and stay quiet under normal load.
+		{"test", "rules", "prometheus/alerts_test.yml"},
 	} {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 			t.Errorf("promtool %v: %v\n%s", args, err, out)
