@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -103,14 +104,27 @@ func TestSettingsAreReal(t *testing.T) {
 	}
 }
 
-// subcommands builds previewd and reads its command list from its usage.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildOut  []byte
+	buildErr  error
+)
+
+// subcommands builds previewd (once per test run) and reads its command
+// list from its usage.
 func subcommands(t *testing.T) []string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "previewd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/previewd").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "previewd-deployments-")
+		if buildErr == nil {
+			buildOut, buildErr = exec.Command("go", "build", "-o", filepath.Join(buildDir, "previewd"), "../cmd/previewd").CombinedOutput()
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v\n%s", buildErr, buildOut)
 	}
-	out, _ := exec.Command(bin, "help").CombinedOutput()
+	out, _ := exec.Command(filepath.Join(buildDir, "previewd"), "help").CombinedOutput()
 	var cmds []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(line, "  ") {
@@ -121,6 +135,15 @@ func subcommands(t *testing.T) []string {
 		t.Fatalf("could not read the command list from:\n%s", out)
 	}
 	return cmds
+}
+
+// TestMain removes the binary subcommands built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
 }
 
 func portOf(t *testing.T, addr string) string {
