@@ -229,16 +229,22 @@ func TestKubernetes(t *testing.T) {
 	objs := k8sObjects(t)
 	for _, want := range []string{
 		"Deployment/previewd-worker", "Deployment/previewd-api", "Service/previewd-api",
-		"PodDisruptionBudget/previewd-worker", "PodDisruptionBudget/previewd-api", "ConfigMap/previewd", "Secret/previewd",
+		"PodDisruptionBudget/previewd-worker", "PodDisruptionBudget/previewd-api", "ConfigMap/previewd",
+		"Secret/previewd-api", "Secret/previewd-worker",
 	} {
 		if objs[want] == nil {
 			t.Fatalf("k8s/ lacks %s", want)
 		}
 	}
-	secretKeys := dig(objs["Secret/previewd"], "stringData").(map[string]any)
-	for _, k := range []string{"PREVIEWD_CSM_API_KEY", "PREVIEWD_WEBHOOK_SECRET", "PREVIEWD_API_TOKENS", "PREVIEWD_REDIS_URL"} {
-		if _, ok := secretKeys[k]; !ok {
-			t.Errorf("the Secret lacks %s", k)
+	for secret, keys := range map[string][]string{
+		"previewd-api":    {"PREVIEWD_API_TOKENS", "PREVIEWD_REDIS_URL"},
+		"previewd-worker": {"PREVIEWD_CSM_API_KEY", "PREVIEWD_WEBHOOK_SECRET", "PREVIEWD_REDIS_URL"},
+	} {
+		secretKeys := dig(objs["Secret/"+secret], "stringData").(map[string]any)
+		for _, k := range keys {
+			if _, ok := secretKeys[k]; !ok {
+				t.Errorf("the Secret %s lacks %s", secret, k)
+			}
 		}
 	}
 	for key := range dig(objs["ConfigMap/previewd"], "data").(map[string]any) {
@@ -269,7 +275,7 @@ func TestKubernetes(t *testing.T) {
 				froms = append(froms, kind+"/"+ref.(map[string]any)["name"].(string))
 			}
 		}
-		if !slices.Contains(froms, "secretRef/previewd") || !slices.Contains(froms, "configMapRef/previewd") {
+		if !slices.Contains(froms, "secretRef/"+name) || !slices.Contains(froms, "configMapRef/previewd") {
 			t.Errorf("%s does not take its settings from the Secret and the ConfigMap: %v", name, froms)
 		}
 		var addr string

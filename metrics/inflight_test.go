@@ -42,7 +42,7 @@ func TestJobsInFlight(t *testing.T) {
 			}
 		}
 	}
-	create(90*time.Second)
+	create(90 * time.Second)
 	create(30 * time.Second)
 	create(10*time.Minute, store.StatusRequesting, store.StatusGenerating)
 	create(2*time.Minute, store.StatusRequesting, store.StatusGenerating)
