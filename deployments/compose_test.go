@@ -2,6 +2,7 @@ package deployments
 
 import (
 	"bufio"
+	"bytes"
 	"net/url"
 	"os"
 	"path"
@@ -10,6 +11,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pb33f/jsonschema/v6"
+	k8syaml "sigs.k8s.io/yaml"
 )
 
 // entrypoint is the binary's path in the image, from the Dockerfile.
@@ -185,5 +189,54 @@ func TestDockerignore(t *testing.T) {
 		if ignored(patterns, p) {
 			t.Errorf(".dockerignore leaves out %s, which the build needs", p)
 		}
+	}
+}
+
+// TestComposeMatchesTheSpecification: docker-compose.yml is valid under the
+// Compose Specification's JSON schema, which `docker compose` checks a file
+// against: the current one, and the one of January 2022, before the
+// top-level `name` key, which early Compose v2 releases still refuse
+// (testdata/README.md says where each comes from).
+func TestComposeMatchesTheSpecification(t *testing.T) {
+	raw, err := os.ReadFile("docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := k8syaml.YAMLToJSON(raw) // resolves the x-previewd anchors and merges
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, schema := range []string{"testdata/compose-spec-2022-01.json", "testdata/compose-spec-2026-06.json"} {
+		t.Run(filepath.Base(schema), func(t *testing.T) {
+			f, err := os.Open(schema)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			spec, err := jsonschema.UnmarshalJSON(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := jsonschema.NewCompiler()
+			if err := c.AddResource("compose_spec.json", spec); err != nil {
+				t.Fatal(err)
+			}
+			sch, err := c.Compile("compose_spec.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sch.Validate(doc); err != nil {
+				t.Errorf("docker-compose.yml is not valid Compose (%s): %#v", schema, err)
+			}
+			// The check itself: a key the specification lacks is refused.
+			bad := map[string]any{"services": map[string]any{"api": map[string]any{"image": "x", "helthcheck": map[string]any{}}}}
+			if sch.Validate(bad) == nil {
+				t.Error("the schema accepts a service with a misspelt key")
+			}
+		})
 	}
 }
