@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -103,14 +104,27 @@ func TestSettingsAreReal(t *testing.T) {
 	}
 }
 
-// subcommands builds previewd and reads its command list from its usage.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildOut  []byte
+	buildErr  error
+)
+
+// subcommands builds previewd (once per test run) and reads its command
+// list from its usage.
 func subcommands(t *testing.T) []string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "previewd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/previewd").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "previewd-deployments-")
+		if buildErr == nil {
+			buildOut, buildErr = exec.Command("go", "build", "-o", filepath.Join(buildDir, "previewd"), "../cmd/previewd").CombinedOutput()
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v\n%s", buildErr, buildOut)
 	}
-	out, _ := exec.Command(bin, "help").CombinedOutput()
+	out, _ := exec.Command(filepath.Join(buildDir, "previewd"), "help").CombinedOutput()
 	var cmds []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(line, "  ") {
@@ -121,6 +135,15 @@ func subcommands(t *testing.T) []string {
 		t.Fatalf("could not read the command list from:\n%s", out)
 	}
 	return cmds
+}
+
+// TestMain removes the binary subcommands built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
 }
 
 func portOf(t *testing.T, addr string) string {
@@ -206,16 +229,22 @@ func TestKubernetes(t *testing.T) {
 	objs := k8sObjects(t)
 	for _, want := range []string{
 		"Deployment/previewd-worker", "Deployment/previewd-api", "Service/previewd-api",
-		"PodDisruptionBudget/previewd-worker", "PodDisruptionBudget/previewd-api", "ConfigMap/previewd", "Secret/previewd",
+		"PodDisruptionBudget/previewd-worker", "PodDisruptionBudget/previewd-api", "ConfigMap/previewd",
+		"Secret/previewd-api", "Secret/previewd-worker",
 	} {
 		if objs[want] == nil {
 			t.Fatalf("k8s/ lacks %s", want)
 		}
 	}
-	secretKeys := dig(objs["Secret/previewd"], "stringData").(map[string]any)
-	for _, k := range []string{"PREVIEWD_CSM_API_KEY", "PREVIEWD_WEBHOOK_SECRET", "PREVIEWD_API_TOKENS", "PREVIEWD_REDIS_URL"} {
-		if _, ok := secretKeys[k]; !ok {
-			t.Errorf("the Secret lacks %s", k)
+	for secret, keys := range map[string][]string{
+		"previewd-api":    {"PREVIEWD_API_TOKENS", "PREVIEWD_REDIS_URL"},
+		"previewd-worker": {"PREVIEWD_CSM_API_KEY", "PREVIEWD_WEBHOOK_SECRET", "PREVIEWD_REDIS_URL"},
+	} {
+		secretKeys := dig(objs["Secret/"+secret], "stringData").(map[string]any)
+		for _, k := range keys {
+			if _, ok := secretKeys[k]; !ok {
+				t.Errorf("the Secret %s lacks %s", secret, k)
+			}
 		}
 	}
 	for key := range dig(objs["ConfigMap/previewd"], "data").(map[string]any) {
@@ -246,7 +275,7 @@ func TestKubernetes(t *testing.T) {
 				froms = append(froms, kind+"/"+ref.(map[string]any)["name"].(string))
 			}
 		}
-		if !slices.Contains(froms, "secretRef/previewd") || !slices.Contains(froms, "configMapRef/previewd") {
+		if !slices.Contains(froms, "secretRef/"+name) || !slices.Contains(froms, "configMapRef/previewd") {
 			t.Errorf("%s does not take its settings from the Secret and the ConfigMap: %v", name, froms)
 		}
 		var addr string
@@ -301,6 +330,9 @@ func TestPrometheusFiles(t *testing.T) {
 	for _, args := range [][]string{
 		{"check", "rules", "prometheus/alerts.yml"},
 		{"check", "config", "--syntax-only", "prometheus/prometheus.yml"},
+		// The rules' unit tests: the stuck-job and backlog-age alerts fire
+		// when they should and stay quiet under normal load.
+		{"test", "rules", "prometheus/alerts_test.yml"},
 	} {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 			t.Errorf("promtool %v: %v\n%s", args, err, out)

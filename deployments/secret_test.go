@@ -7,12 +7,19 @@ import (
 	"github.com/previewd/previewd/config"
 )
 
-// TestSecretTemplateIsRefused: the Secret manifest is a template, and
-// previewd refuses its token placeholders at start-up (naming the variable,
-// never quoting the value), so applying it unchanged cannot open the API
-// with a token anyone can read in this repository.
+// TestSecretTemplateIsRefused: the Secret manifests are templates, and
+// previewd refuses their token placeholders at start-up (naming the
+// variable, never quoting the value), so applying them unchanged cannot open
+// the API with a token anyone can read in this repository.
 func TestSecretTemplateIsRefused(t *testing.T) {
-	data := dig(k8sObjects(t)["Secret/previewd"], "stringData").(map[string]any)
+	data := map[string]any{}
+	for name, obj := range k8sObjects(t) {
+		if strings.HasPrefix(name, "Secret/") {
+			for k, v := range dig(obj, "stringData").(map[string]any) {
+				data[k] = v
+			}
+		}
+	}
 	checked := 0
 	for _, env := range []string{"PREVIEWD_API_TOKENS", "PREVIEWD_DASHBOARD_READONLY_TOKENS", "PREVIEWD_METRICS_TOKEN", "PREVIEWD_CSM_WEBHOOK_TOKEN"} {
 		v, _ := data[env].(string)

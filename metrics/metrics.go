@@ -1,8 +1,8 @@
 // Package metrics exposes previewd's Prometheus metrics: what the worker
 // observes (upstream calls, finished jobs, webhook deliveries), the HTTP
-// API's requests, cluster-wide job counters kept in Redis, and queue sizes
-// read from asynq's Inspector, both read at most once per few seconds
-// however often /metrics is scraped.
+// API's requests, cluster-wide job counters and jobs in flight kept in
+// Redis, and queue sizes read from asynq's Inspector, all read at most once
+// per few seconds however often /metrics is scraped.
 package metrics
 
 import (
@@ -131,6 +131,9 @@ func New(src Sources) *Metrics {
 			src.Logger = zap.NewNop()
 		}
 		reg.MustRegister(newCachedCollector(&stateCollector{src: src}, src.CacheFor, src.Now))
+		if src.Store != nil {
+			reg.MustRegister(newCachedCollector(&inFlightCollector{src: src}, src.CacheFor, src.Now))
+		}
 	}
 	return m
 }
@@ -163,7 +166,7 @@ func Names() []string {
 	m := New(Sources{})
 	ch := make(chan *prometheus.Desc, 64)
 	go func() {
-		for _, c := range append(m.own(), &stateCollector{}) {
+		for _, c := range append(m.own(), &stateCollector{}, &inFlightCollector{}) {
 			c.Describe(ch)
 		}
 		close(ch)

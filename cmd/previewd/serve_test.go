@@ -183,6 +183,8 @@ func TestServeWithWorker(t *testing.T) {
 		`previewd_queue_tasks{queue="` + r.Namespace + `:previews",state="pending"}`,
 		`previewd_webhook_backlog`,
 		`previewd_upstream_request_duration_seconds_count{endpoint="get_session"}`,
+		`previewd_jobs_in_flight{status="generating"}`,
+		`previewd_job_oldest_in_flight_seconds{status="queued"}`,
 	} {
 		if _, ok := scrape[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
