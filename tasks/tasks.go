@@ -140,7 +140,15 @@ type DeliverWebhook struct {
 	// Replay numbers a re-send requested by an operator (0 for the
 	// original delivery), so that it gets a task of its own.
 	Replay int `json:"replay,omitempty"`
+	// Attempted counts the attempts made before this task ran (the one
+	// made right after the event's commit): they count against the retry
+	// schedule as the task's own do.
+	Attempted int `json:"attempted,omitempty"`
 }
+
+// maxAttempted bounds DeliverWebhook.Attempted: one attempt is made before
+// a delivery task today; the bound leaves room and refuses nonsense.
+const maxAttempted = 10
 
 // DestinationJob is the job's own webhook_url.
 const DestinationJob = store.DestinationJob
@@ -198,6 +206,9 @@ func (p DeliverWebhook) Validate() error {
 	}
 	if p.Replay < 0 {
 		errs = append(errs, fieldErr("replay", "must not be negative"))
+	}
+	if p.Attempted < 0 || p.Attempted > maxAttempted {
+		errs = append(errs, fieldErr("attempted", fmt.Sprintf("must be between 0 and %d", maxAttempted)))
 	}
 	return errors.Join(errs...)
 }

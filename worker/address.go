@@ -26,11 +26,12 @@ import (
 //   - flushDelivering then sends the message to the job's own webhook_url
 //     from the handler that committed (deliverInline), and enqueues the
 //     rest. A message delivered (or given up for a receiver's stop) there
-//     is acknowledged in the outbox without its task; one that was not
-//     gets its task as before, which retries on the usual schedule. Until
-//     the acknowledgement the entry waits in the outbox, so a crash in
-//     between leaves it to the sweeper (the receiver may then get it twice,
-//     with one webhook-id).
+//     is acknowledged in the outbox without its task; after a failed
+//     attempt its task is enqueued for when the schedule's second attempt
+//     is due (DeliverWebhook.Attempted counts the first); with no attempt
+//     made, its task runs at once. Until the acknowledgement the entry
+//     waits in the outbox, so a crash in between leaves it to the sweeper
+//     (the receiver may then get it twice, with one webhook-id).
 //
 // An inline attempt takes the same delivery slots as a task (slots.go) but
 // never waits for one, and never takes long: it runs within inlineTimeout,
@@ -89,8 +90,22 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	var settled map[string]bool
 	for _, ev := range c.Events {
 		p := tasks.DeliverWebhook{JobID: job.ID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
-		if !hasEntry(c.Outbox, p.TaskID()) || !h.deliverInline(ctx, log, job, ev) {
+		if !hasEntry(c.Outbox, p.TaskID()) {
 			continue
+		}
+		switch outcome, retryAfter := h.deliverInline(ctx, log, job, ev); outcome {
+		case inlineSkipped:
+			continue
+		case inlineFailed:
+			// The task makes the next attempt, when the schedule says the
+			// second one is due; should this enqueue fail, the entry's own
+			// task is enqueued by the flush and retries at once.
+			p.Attempted = 1
+			at := h.now().Add(max(jitter(h.webhooks.Schedule[0]), min(retryAfter, maxHonouredWait)))
+			if err := h.tasks.Enqueue(ctx, p, at); err != nil {
+				log.Warn("the retry of an inline webhook attempt was not scheduled; its task runs now", zap.Error(err))
+				continue
+			}
 		}
 		if settled == nil {
 			settled = map[string]bool{}
@@ -109,17 +124,30 @@ func hasEntry(outbox []store.OutboxEntry, id string) bool {
 	return false
 }
 
+// inlineOutcome is what an attempt right after a commit came to.
+type inlineOutcome int
+
+const (
+	// inlineSkipped: no attempt was made (or none recorded): the message's
+	// task makes the first.
+	inlineSkipped inlineOutcome = iota
+	// inlineSettled: delivered, or failed for good; no task is needed.
+	inlineSettled
+	// inlineFailed: a failed attempt was recorded; a task retries it.
+	inlineFailed
+)
+
 // deliverInline makes one attempt to deliver ev to the job's webhook_url
-// and records it in the message; it reports whether the message is settled
-// (delivered, or failed because the receiver asked to stop or the failure
-// cannot be retried), so that its task is not needed. Any other outcome is left to the task, which makes
-// the next attempt at once.
-func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent) bool {
+// and records it in the message. It reports the message settled when
+// delivered, or failed because the receiver asked to stop or the failure
+// cannot be retried; failed, with the receiver's Retry-After, when a retry
+// is due; skipped when it made no attempt it could record.
+func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent) (inlineOutcome, time.Duration) {
 	if job.WebhookURL == "" || job.WebhookGoneAt != nil {
-		return false
+		return inlineSkipped, 0
 	}
 	if !h.inline.allowed(job.WebhookURL, h.now()) {
-		return false
+		return inlineSkipped, 0
 	}
 	msg := store.Message{
 		ID: store.MessageID(ev.ID, tasks.DestinationJob), EventID: ev.ID, EventType: ev.Type,
@@ -131,11 +159,11 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 	out, err := h.send(attemptCtx, log, "inline:"+msg.ID+"#"+fmt.Sprint(h.now().UnixNano()), job.ID, tasks.DestinationJob,
 		destination{url: job.WebhookURL, signer: h.signer}, webhook.Message{ID: ev.ID, Body: ev.Body})
 	if err != nil {
-		return false // a slot busy, or the store failing: the task waits its turn
+		return inlineSkipped, 0 // a slot busy, or the store failing: the task waits its turn
 	}
 	now, res, sendErr := out.at, out.res, out.err
 	if sendErr != nil && ctx.Err() != nil {
-		return false // shutting down: the task makes the attempt
+		return inlineSkipped, 0 // shutting down: the task makes the attempt
 	}
 	var de *webhook.DeliveryError
 	errors.As(sendErr, &de)
@@ -161,7 +189,7 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 	if err := h.store.SaveMessage(saveCtx, job.ID, msg); err != nil {
 		// Unrecorded: the task sends it again, with the same webhook-id.
 		log.Warn("inline delivery attempt not recorded; its task takes over", zap.Error(err))
-		return false
+		return inlineSkipped, 0
 	}
 	if stop != "" {
 		h.recordHealth(ctx, log, job.ID, destination{url: job.WebhookURL, signer: h.signer}, sendErr, stop)
@@ -172,13 +200,13 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 			h.metrics.FinalWebhookDelivered(h.now().Sub(*job.FinishedAt))
 		}
 		log.Info("webhook delivered", zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
-		return true
+		return inlineSettled, 0
 	case msg.Status == store.MessageFailed:
 		log.Warn("webhook given up", zap.String("reason", msg.Reason), errorDetail(de))
-		return true
+		return inlineSettled, 0
 	}
 	log.Info("inline webhook attempt failed; its task retries", zap.Int("status_code", res.StatusCode), zap.Error(sendErr), errorDetail(de))
-	return false
+	return inlineFailed, res.RetryAfter
 }
 
 // inlineGate keeps inline attempts away from a receiver that failed one

@@ -217,6 +217,7 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
+	retried += p.Attempted // attempts before the task count against the schedule too
 	msg.AddAttempt(attempt)
 	switch {
 	case sendErr == nil:

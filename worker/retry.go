@@ -40,6 +40,9 @@ func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	schedule := w.opts.Webhooks.Schedule
 	switch t.Type() {
 	case tasks.TypeDeliverWebhook:
+		if p, err := tasks.Decode[tasks.DeliverWebhook](t); err == nil {
+			n += p.Attempted // attempts before the task count too
+		}
 		d = schedule[min(n, len(schedule)-1)]
 	case tasks.TypeRequestPreview:
 		d = exponential(n, requestBackoffMax)
