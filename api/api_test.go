@@ -497,7 +497,7 @@ func TestDashboardAuth(t *testing.T) {
 
 func TestFormatPayloadShowsTheJob(t *testing.T) {
 	out := api.FormatPayload(tasks.TypePollPreview, []byte(`{"job_id":"3f0c0000-0000-4000-8000-000000000000","session_code":"S","seq":2}`))
-	if !strings.HasPrefix(out, "job 3f0c0000-0000-4000-8000-000000000000  (GET /v1/previews/3f0c0000-0000-4000-8000-000000000000)\n{") {
+	if !strings.HasPrefix(out, "job 3f0c0000-0000-4000-8000-000000000000  (GET /v1/previews/3f0c0000-0000-4000-8000-000000000000)\njob view: /ui/jobs/3f0c0000-0000-4000-8000-000000000000\n{") {
 		t.Fatalf("formatted payload:\n%s", out)
 	}
 	if got := api.FormatPayload("x", []byte("not json")); got != "not json" {

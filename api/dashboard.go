@@ -40,7 +40,8 @@ func NewDashboard(rdb redis.UniversalClient) *Dashboard {
 }
 
 // FormatPayload shows a task payload in the dashboard: the job it belongs
-// to and where to read that job, then the payload (our payloads carry ids
+// to and where to read that job (the API route, and the job view's page:
+// asynqmon shows the text as is, so a path to paste, not a link), then the payload (our payloads carry ids
 // and parameters only, never secrets).
 func FormatPayload(_ string, payload []byte) string {
 	var p struct {
@@ -53,7 +54,7 @@ func FormatPayload(_ string, payload []byte) string {
 	if json.Unmarshal(payload, &p) != nil || p.JobID == "" {
 		return pretty.String()
 	}
-	return "job " + p.JobID + "  (GET /v1/previews/" + p.JobID + ")\n" + pretty.String()
+	return "job " + p.JobID + "  (GET /v1/previews/" + p.JobID + ")\njob view: " + UIPath + "/jobs/" + p.JobID + "\n" + pretty.String()
 }
 
 // dashboard admits the API's tokens read-write and the read-only tokens
@@ -69,6 +70,22 @@ func FormatPayload(_ string, payload []byte) string {
 // page may frame the dashboard (clickjacking its buttons). Without tokens
 // the Host must be loopback too, as for the API (authenticate).
 func (s *Server) dashboard(d *Dashboard) http.Handler {
+	return s.loggedIn("the dashboard", d.readWrite, d.readOnly)
+}
+
+// Views is a browser surface behind the dashboard's login (the job view,
+// package ui): one handler for the API's tokens, one for read-only tokens.
+type Views interface {
+	Handler(readOnly bool) http.Handler
+}
+
+// UIPath is where the job view (Options.UI) is served.
+const UIPath = "/ui"
+
+// loggedIn guards a browser surface as the dashboard doc says: Basic (or
+// bearer) tokens, same-origin non-safe requests, no framing, a loopback
+// Host when open; then readWrite or readOnly serves by the token's kind.
+func (s *Server) loggedIn(what string, readWrite, readOnly http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
@@ -78,7 +95,7 @@ func (s *Server) dashboard(d *Dashboard) http.Handler {
 			return
 		}
 		if field, ok := s.sameOrigin(r); !ok {
-			http.Error(w, "403 forbidden: a page of another origin cannot change the dashboard's state ("+field.Field+" "+field.Message+")", http.StatusForbidden)
+			http.Error(w, "403 forbidden: a page of another origin cannot change "+what+"'s state ("+field.Field+" "+field.Message+")", http.StatusForbidden)
 			return
 		}
 		token := bearer(r)
@@ -87,9 +104,9 @@ func (s *Server) dashboard(d *Dashboard) http.Handler {
 		}
 		switch {
 		case s.open() || s.tokens.match(token):
-			d.readWrite.ServeHTTP(w, r)
+			readWrite.ServeHTTP(w, r)
 		case s.readOnly.match(token):
-			d.readOnly.ServeHTTP(w, r)
+			readOnly.ServeHTTP(w, r)
 		default:
 			w.Header().Set("WWW-Authenticate", `Basic realm="previewd dashboard", charset="UTF-8"`)
 			http.Error(w, "401 unauthorized: log in with any user name and an API token as the password", http.StatusUnauthorized)

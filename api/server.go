@@ -66,6 +66,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// CSMEvents opens the route of CSM's account webhooks; nil: 404.
 	CSMEvents *CSMEvents
+	// UI is the job view, served under UIPath behind the dashboard's
+	// login; nil leaves /ui/ out.
+	UI Views
 }
 
 // Server is the HTTP API.
@@ -161,6 +164,10 @@ func (s *Server) routes() {
 	if d := s.opts.Dashboard; d != nil {
 		m.Handle(DashboardPath+"/", s.dashboard(d))
 		m.Handle("GET "+DashboardPath, http.RedirectHandler(DashboardPath+"/", http.StatusMovedPermanently))
+	}
+	if v := s.opts.UI; v != nil {
+		m.Handle(UIPath+"/", s.loggedIn("the job view", v.Handler(false), v.Handler(true)))
+		m.Handle("GET "+UIPath, http.RedirectHandler(UIPath+"/", http.StatusMovedPermanently))
 	}
 }
 

@@ -194,10 +194,15 @@ func route(path string) (code string, ep Endpoint, ok bool) {
 	return "", 0, false
 }
 
-// ServeHTTP answers one request. The order is fixed: API key, route and
+// ServeHTTP answers one request. Mesh files (serveAsset) need no key;
+// for the API the order is fixed: API key, route and
 // method, session lookup (the request is counted from here on), Latency,
 // GoneAfter, faults, then the endpoint itself.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, meshesPrefix) {
+		s.serveAsset(w, r) // the CDN's part: no API key
+		return
+	}
 	keys := r.Header.Values("x-api-key")
 	switch {
 	case len(keys) == 0:

@@ -43,6 +43,9 @@ type ListOptions struct {
 	Status Status // "" for every status
 	Limit  int    // 1..200; default 50
 	Cursor string // from the previous page; "" for the first
+	// CreatedBefore, when set, lists only jobs created before it ("older
+	// than"): the index is read from there down, not filtered after.
+	CreatedBefore time.Time
 }
 
 // ErrBadCursor: the cursor was not one List returned.
@@ -60,6 +63,9 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]Job, string, erro
 		key = s.statusIndexKey(opts.Status)
 	}
 	max, afterID := "+inf", ""
+	if !opts.CreatedBefore.IsZero() {
+		max = "(" + strconv.FormatInt(opts.CreatedBefore.UnixMilli(), 10)
+	}
 	if opts.Cursor != "" {
 		score, id, err := decodeCursor(opts.Cursor)
 		if err != nil {

@@ -59,6 +59,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		Tokens: tokens, ReadOnlyTokens: config.Tokens(cfg.DashboardReadOnlyTokens),
 		Redis: rdb, Metrics: metricsHandler(cfg, m), Recorder: m, Dashboard: api.NewDashboard(rdb), Logger: log,
 		CSMEvents: &api.CSMEvents{Target: tasks.NewPusher(rdb, cfg.Namespace), Token: cfg.CSMWebhookToken.Reveal()},
+		UI:        newUI(cfg, producer, log),
 	})
 	var w *worker.Worker
 	if *withWorker {

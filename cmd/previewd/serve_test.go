@@ -140,6 +140,12 @@ func TestServeWithWorker(t *testing.T) {
 		_, body := call("GET", "/v1/previews/"+id+"/webhooks", nil)
 		responses = append(responses, string(body))
 	}
+	// The job view is mounted behind the same tokens, on the real job
+	// (whose attempts are recorded a moment after each delivery).
+	testutil.Eventually(t, 10*time.Second, "the job view of a done job with its attempts", func() bool {
+		status, page := call("GET", "/ui/jobs/"+ids[0], nil)
+		return status == 200 && bytes.Contains(page, []byte(`id="status">done<`)) && bytes.Contains(page, []byte(`class="attempt"`))
+	})
 	// Every final webhook delivered, so the delivery counters settled.
 	testutil.Eventually(t, 10*time.Second, "final webhooks", func() bool {
 		n := 0
