@@ -161,8 +161,26 @@ func (c *Client) AwaitTurn(ctx context.Context) error {
 	return c.awaitTurn(ctx, "await turn")
 }
 
+// requestCall marks a context whose calls belong to a new request.
+type requestCall struct{}
+
+// ForRequest marks the calls made with the returned context as part of a
+// new preview request (the session read before the POST): their turns of
+// the rate limit come from the requests' share (RequestLimiter), like the
+// POST's own (AwaitTurn), so that a backlog of requests cannot spend the
+// share kept for polls of running jobs.
+func ForRequest(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requestCall{}, true)
+}
+
 func (c *Client) awaitTurn(ctx context.Context, op string) error {
 	if c.limiter == nil {
+		return nil
+	}
+	if rl, ok := c.limiter.(RequestLimiter); ok && ctx.Value(requestCall{}) != nil {
+		if err := rl.WaitRequest(ctx); err != nil {
+			return &Error{Op: op, Kind: KindTransport, Retryable: true, Err: fmt.Errorf("rate limiter: %w", err)}
+		}
 		return nil
 	}
 	if err := c.limiter.Wait(ctx); err != nil {

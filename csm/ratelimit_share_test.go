@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/previewd/previewd/csm"
+	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
 )
 
@@ -56,6 +57,29 @@ func TestRedisLimiterReservesPolls(t *testing.T) {
 		}
 		if err := l.Wait(shortCtx(t, 100*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("poll after four requests = %v, want it to wait", err)
+		}
+	})
+	t.Run("a session read for a request is a request's turn", func(t *testing.T) {
+		var mu sync.Mutex
+		classes := map[string]int{}
+		l := csm.NewRedisLimiter(r.Client, r.Namespace+":ratelimit:read", 1, 4).ReservePolls(0.5)
+		l.OnTurn = func(class string, _ time.Duration) { mu.Lock(); classes[class]++; mu.Unlock() }
+		sim, simURL := testutil.NewSim(t, csmsim.Options{})
+		sim.AddSession("SESSION_SHARE_READ", csmsim.SessionConfig{})
+		c, err := csm.New(csm.Options{BaseURL: simURL, APIKey: testutil.SimAPIKey, Timeout: 2 * time.Second, Limiter: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.GetSession(csm.ForRequest(t.Context()), "SESSION_SHARE_READ"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.GetSession(t.Context(), "SESSION_SHARE_READ"); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if classes["request"] != 1 || classes["poll"] != 1 {
+			t.Fatalf("turns by class = %v, want the read for a request on the requests' share and the plain read a poll's", classes)
 		}
 	})
 	t.Run("the client's AwaitTurn is a request's turn", func(t *testing.T) {

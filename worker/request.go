@@ -65,7 +65,9 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	// (turbo sessions require one), proves the session exists before we
 	// pay, and records the baseline that later tells our preview from an
 	// earlier generation's leftovers.
-	sess, err := h.csm.GetSession(ctx, job.SessionCode)
+	// The read is part of the request: its rate-limit turn comes from the
+	// requests' share, not the one kept for polls (csm.ForRequest).
+	sess, err := h.csm.GetSession(csm.ForRequest(ctx), job.SessionCode)
 	if err != nil {
 		return h.requestRefused(ctx, log, job.ID, err)
 	}
