@@ -112,6 +112,12 @@ type BacklogRound struct {
 	BacklogPOSTs       int     `json:"backlog_posts"`
 	BacklogLeft        int     `json:"backlog_left"`
 	Seconds            float64 `json:"seconds"`
+	// Upstream is what the simulator saw from the backlog's enqueueing to
+	// the last running job's final webhook, RateLimit the limit.
+	Upstream  BudgetWindow `json:"upstream"`
+	RateLimit int          `json:"rate_limit"`
+	// Machine is the load average at the start and the end.
+	Machine string `json:"machine"`
 }
 
 // BacklogResult is a whole backlog run.
@@ -179,7 +185,9 @@ func RunBacklog(ctx context.Context, opts BacklogOptions) (BacklogResult, error)
 		"CSM rate limit %d/s (burst %d, %.0f%% kept for polls), concurrency %d, Redis %s\n",
 		opts.Running, opts.GenerationTime, opts.PollInterval, opts.RateLimit, 2*opts.RateLimit, 100*opts.PollShare, opts.Base.Concurrency, where)
 	for i, b := range opts.Backlogs {
+		startLoad := loadAverage()
 		round, err := r.backlogRound(ctx, opts, i, b)
+		round.Machine = machineAt(startLoad)
 		if err != nil {
 			return res, fmt.Errorf("backlog %d: %w", b, err)
 		}
@@ -203,6 +211,8 @@ func (r *rig) backlogRound(ctx context.Context, opts BacklogOptions, round, back
 	}
 	defer func() { _ = lw.stop() }() // the error paths; the happy path checks it
 	start := time.Now()
+	r.calls.on.Store(true) // from before the first POST: it tells reads from polls
+	defer r.calls.on.Store(false)
 
 	running := csmsim.SessionConfig{Schema: csmsim.SchemaLegacy, GenerationTime: opts.GenerationTime}
 	runCodes, runIDs := make([]string, opts.Running), make([]string, opts.Running)
@@ -226,6 +236,7 @@ func (r *rig) backlogRound(ctx context.Context, opts BacklogOptions, round, back
 		blCodes[i] = fmt.Sprintf("BENCH_%s_BL%d_%06d", r.run[:8], round, i)
 		r.sim.AddSession(blCodes[i], queued)
 	}
+	queuedAt := time.Now()
 	if err := enqueueAll(ctx, backlog, func(ctx context.Context, i int) error {
 		_, err := lw.enqueue(ctx, r, blCodes[i], opts.Running+i)
 		return err
@@ -235,7 +246,8 @@ func (r *rig) backlogRound(ctx context.Context, opts BacklogOptions, round, back
 	if err := r.awaitFinalsWithin(ctx, runIDs, 2*time.Minute+opts.GenerationTime); err != nil {
 		return BacklogRound{}, fmt.Errorf("running jobs: %w", err)
 	}
-	p := BacklogRound{Backlog: backlog, Running: opts.Running, Finished: r.finals(runIDs), Seconds: time.Since(start).Seconds()}
+	p := BacklogRound{Backlog: backlog, Running: opts.Running, Finished: r.finals(runIDs), Seconds: time.Since(start).Seconds(), RateLimit: opts.RateLimit}
+	p.Upstream = r.window(queuedAt, time.Now())
 	p.BacklogAccepted, _ = r.accepted(blCodes)
 	if p.BacklogQueuedAtEnd, err = r.queued(lw.queues.Previews); err != nil {
 		return p, err
@@ -262,6 +274,12 @@ func (p BacklogRound) write(w io.Writer) {
 		p.DetectionP50ms, p.DetectionP99ms, p.DetectionMaxms)
 	fmt.Fprintf(w, "  backlog     %d accepted by CSM while they ran, %d request tasks still queued when the last was detected\n",
 		p.BacklogAccepted, p.BacklogQueuedAtEnd)
+	u := p.Upstream
+	fmt.Fprintf(w, "  upstream    %.1f s from queueing the backlog: polls %.1f/s, request reads %.1f/s, POSTs %.1f/s of %d/s\n",
+		u.Seconds, u.PollsPerSecond, u.ReadsPerSecond, u.POSTsPerSecond, p.RateLimit)
+	if p.Machine != "" {
+		fmt.Fprintf(w, "  machine     %s\n", p.Machine)
+	}
 	fmt.Fprintf(w, "  no loss     %d accepted (%d POSTs) + %d left queued after the worker stopped = %d of %d\n",
 		p.BacklogAcceptedAll, p.BacklogPOSTs, p.BacklogLeft, p.BacklogAcceptedAll+p.BacklogLeft, p.Backlog)
 }

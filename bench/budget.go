@@ -167,6 +167,8 @@ type BudgetResult struct {
 	PollTurns    int64   `json:"poll_turns"`
 	RequestTurns int64   `json:"request_turns"`
 	Seconds      float64 `json:"seconds"`
+	// Machine is the load average at the start and the end.
+	Machine string `json:"machine"`
 }
 
 // BudgetWindow is what the simulator saw in one window.
@@ -258,6 +260,7 @@ func RunBudget(ctx context.Context, opts BudgetOptions) (BudgetResult, error) {
 
 	r.calls.on.Store(true)
 	defer r.calls.on.Store(false)
+	startLoad := loadAverage()
 	var jobs []budgetJob
 	hd := func(i int) budgetJob {
 		// Durations spread evenly over the range, in no relation to the
@@ -357,6 +360,7 @@ func RunBudget(ctx context.Context, opts BudgetOptions) (BudgetResult, error) {
 	r.calls.on.Store(false)
 	res.Fill, res.Surge, res.Whole = r.window(start, burstAt), r.window(burstAt, burstDone), r.window(start, end)
 	r.judge(&res, jobs, safety, expected, opts.Slack)
+	res.Machine = machineAt(startLoad)
 	res.write(out)
 	fmt.Fprintln(out, res.FinalLine())
 	return res, nil
@@ -495,4 +499,7 @@ func (b BudgetResult) write(w io.Writer) {
 		b.DetectionP50ms, b.DetectionP99ms, b.DetectionMaxms, b.PollDetectionP50ms, b.PollDetectionP99ms, b.PollDetectionMaxms,
 		b.PollDetectionP50ms*k/60000, b.PollDetectionP99ms*k/60000, b.PollDetectionMaxms*k/60000)
 	fmt.Fprintf(w, "  polls       %.2f GET session per HD preview after its POST\n", b.PollsPerHDJob)
+	if b.Machine != "" {
+		fmt.Fprintf(w, "  machine     %s\n", b.Machine)
+	}
 }

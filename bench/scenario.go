@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,4 +249,28 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// loadAverage is the machine's 1-minute load average and CPU count, for
+// the scenarios' output: a busy machine makes late polls that no budget
+// explains. Empty where /proc/loadavg cannot be read.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("load average %s on %d CPUs", f[0], runtime.NumCPU())
+}
+
+// machineAt describes the load from start (a loadAverage) to now.
+func machineAt(start string) string {
+	end := loadAverage()
+	if start == "" || end == "" {
+		return ""
+	}
+	return start + " at the start, " + strings.Fields(end)[2] + " at the end"
 }
