@@ -168,6 +168,9 @@ type rig struct {
 	rcv      *receiver.Receiver
 	secret   string // the receiver's whsec_ secret
 	hooksURL string
+	// calls logs the simulator's requests by time, for the scenarios
+	// (scenario.go); off unless a scenario turns it on.
+	calls *callLog
 }
 
 // Run runs the three phases, writes a block per phase and the final line
@@ -176,31 +179,13 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if err := opts.defaults(); err != nil {
 		return Result{}, err
 	}
-	rdb, where, closeRedis, err := openRedis(ctx, opts)
+	r, where, closeRig, err := newRig(ctx, opts)
 	if err != nil {
 		return Result{}, err
 	}
-	defer closeRedis()
+	defer closeRig()
 	fmt.Fprintf(opts.Out, "bench: %d jobs per phase, poll interval %s, concurrency %d, Redis %s\n",
 		opts.Jobs, opts.PollInterval, opts.Concurrency, where)
-
-	r := &rig{opts: opts, rdb: rdb, run: randomToken(), apiKey: "bench-" + randomToken()}
-	r.sim = csmsim.New(csmsim.Options{APIKey: r.apiKey})
-	defer r.sim.Close()
-	var stopSim func()
-	if r.simURL, stopSim, err = serveLoopback(r.sim); err != nil {
-		return Result{}, err
-	}
-	defer stopSim()
-	if r.rcv, r.secret, err = receiver.New(); err != nil {
-		return Result{}, err
-	}
-	rcvURL, stopRcv, err := serveLoopback(r.rcv)
-	if err != nil {
-		return Result{}, err
-	}
-	defer stopRcv()
-	r.hooksURL = rcvURL + "/hooks"
 
 	res := Result{Redis: where, Jobs: opts.Jobs, PollIntervalMs: ms(opts.PollInterval), Concurrency: opts.Concurrency}
 	if res.Bare, err = r.bare(ctx); err != nil {
@@ -220,6 +205,44 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	fmt.Fprintln(opts.Out, res.FinalLine())
 	return res, nil
+}
+
+// newRig opens the run's Redis and starts the simulator and the receiver
+// on loopback ports; close stops them. where describes the Redis.
+func newRig(ctx context.Context, opts Options) (r *rig, where string, close func(), err error) {
+	rdb, where, closeRedis, err := openRedis(ctx, opts)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var stops []func()
+	close = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	stops = append(stops, closeRedis)
+	r = &rig{opts: opts, rdb: rdb, run: randomToken(), apiKey: "bench-" + randomToken()}
+	r.sim = csmsim.New(csmsim.Options{APIKey: r.apiKey})
+	stops = append(stops, r.sim.Close)
+	r.calls = newCallLog()
+	var stopSim func()
+	if r.simURL, stopSim, err = serveLoopback(r.calls.wrap(r.sim)); err != nil {
+		close()
+		return nil, "", nil, err
+	}
+	stops = append(stops, stopSim)
+	if r.rcv, r.secret, err = receiver.New(); err != nil {
+		close()
+		return nil, "", nil, err
+	}
+	rcvURL, stopRcv, err := serveLoopback(r.rcv)
+	if err != nil {
+		close()
+		return nil, "", nil, err
+	}
+	stops = append(stops, stopRcv)
+	r.hooksURL = rcvURL + "/hooks"
+	return r, where, close, nil
 }
 
 // openRedis returns the Redis of the run and a description of it.

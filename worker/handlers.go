@@ -111,6 +111,11 @@ type PollPolicy struct {
 	// PushInterval, when set (CSM's pushes are on), replaces the schedule
 	// above: polls become a safety net for lost pushes (see nextDelay).
 	PushInterval time.Duration
+	// Expected, when set, replaces ExpectedDuration, CSM's own figures for
+	// how long a preview of each mesh kind takes, in the expected-duration
+	// schedule (expectedWait): the bench compresses time with it, to run
+	// hours of HD previews in minutes. Nil: ExpectedDuration.
+	Expected func(mesh string) time.Duration
 }
 
 // bookkeepingTimeout bounds the store writes a handler makes after its

@@ -89,7 +89,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 		}
 		if !j.Status.Final() {
 			if getErr == nil && h.polling.PushInterval > 0 {
-				retryAfter = max(retryAfter, expectedWait(sess.PreviewMesh, j.Request.AcceptedAt, now))
+				retryAfter = max(retryAfter, h.polling.expectedWait(sess.PreviewMesh, j.Request.AcceptedAt, now))
 			}
 			h.schedulePollAfter(&change, j, now, p.Seq+1, retryAfter)
 		}
@@ -285,10 +285,10 @@ func (p PollPolicy) taskCheckInterval(def time.Duration) time.Duration {
 	return def
 }
 
-// expectedDuration is how long CSM takes for a preview of the given mesh
+// ExpectedDuration is how long CSM takes for a preview of the given mesh
 // kind (shared/csm-api.md): turbo about a minute, HD one to two hours;
 // fast_sculpt is assumed to sit between. 0: no expectation.
-func expectedDuration(mesh string) time.Duration {
+func ExpectedDuration(mesh string) time.Duration {
 	switch mesh {
 	case "turbo":
 		return time.Minute
@@ -313,7 +313,20 @@ func expectedDuration(mesh string) time.Duration {
 // of a lost push is what they bound; without pushes polls keep the policy's
 // schedule (a simulated minute-long turbo preview takes seconds).
 func expectedWait(mesh string, accepted *time.Time, now time.Time) time.Duration {
-	e := expectedDuration(mesh)
+	return expectedWaitFor(ExpectedDuration(mesh), accepted, now)
+}
+
+// expectedWait is the schedule's wait with the policy's expected durations
+// (PollPolicy.Expected, else ExpectedDuration).
+func (p PollPolicy) expectedWait(mesh string, accepted *time.Time, now time.Time) time.Duration {
+	if p.Expected == nil {
+		return expectedWait(mesh, accepted, now)
+	}
+	return expectedWaitFor(p.Expected(mesh), accepted, now)
+}
+
+// expectedWaitFor is expectedWait for a preview expected to take e.
+func expectedWaitFor(e time.Duration, accepted *time.Time, now time.Time) time.Duration {
 	if e == 0 || accepted == nil {
 		return 0
 	}

@@ -77,3 +77,27 @@ func TestExpectedScheduleFitsTheBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestExpectedOverride: a policy's Expected replaces CSM's figures in the
+// schedule (the bench compresses time with it); without it they apply.
+func TestExpectedOverride(t *testing.T) {
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	compressed := PollPolicy{Expected: func(mesh string) time.Duration { return ExpectedDuration(mesh) / 60 }}
+	cases := []struct {
+		name    string
+		p       PollPolicy
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{"CSM's figures, hd at 45 min", PollPolicy{}, 45 * time.Minute, 22*time.Minute + 30*time.Second},
+		{"compressed ×60, hd at 45 s", compressed, 45 * time.Second, 22*time.Second + 500*time.Millisecond},
+		{"compressed ×60, hd late by 60 s", compressed, 150 * time.Second, 15 * time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.p.expectedWait("hd", &at, at.Add(c.elapsed)); got != c.want {
+				t.Fatalf("expectedWait(hd, +%s) = %s, want %s", c.elapsed, got, c.want)
+			}
+		})
+	}
+}
