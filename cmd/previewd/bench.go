@@ -63,7 +63,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	case "":
 		res, err = bench.Run(ctx, base)
 	case "backlog":
-		res, err = bench.RunBacklog(ctx, bench.BacklogOptions{Base: base, Running: *jobs, RateLimit: *rateLimit, PollShare: pollShare, PollInterval: flagDuration(fs, "poll-interval", *pollInterval)})
+		res, err = bench.RunBacklog(ctx, bench.BacklogOptions{Base: base, Running: *jobs, RateLimit: *rateLimit, PollShare: pollShare, PollInterval: flagDuration(fs.FlagSet, "poll-interval", *pollInterval)})
 	case "budget":
 		res, err = bench.RunBudget(ctx, bench.BudgetOptions{Base: base, Jobs: *jobs, RateLimit: *rateLimit, Compress: *compress, PollShare: pollShare})
 	default:
