@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,24 +14,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/hibiken/asynq"
 
+	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/tasks"
 )
-
-// chromium finds Debian's Chromium. Without it the browser test is skipped,
-// except under CI, where .ci/run installs it and its absence is a failure.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true and no chromium installed (.ci/run installs Debian's chromium)")
-	}
-	t.Skip("no chromium installed (apt-get install chromium); skipping the browser test")
-	return ""
-}
 
 // TestDashboardInChromium loads the embedded asynq dashboard in headless
 // Chromium: without credentials it gets 401; logged in (HTTP Basic, the
@@ -40,7 +24,7 @@ func chromium(t *testing.T) string {
 // page shows our payload with its job id.
 func TestDashboardInChromium(t *testing.T) {
 	t.Parallel()
-	exe := chromium(t)
+	exe := testutil.Chromium(t)
 	e := newDashboardEnv(t)
 	ctx := context.Background()
 

@@ -138,7 +138,7 @@ func autoSubmit(action, enctype, name, value string) string {
 // newChromium starts headless Chromium with a fresh profile.
 func newChromium(t *testing.T, flags ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
-	exe := chromium(t)
+	exe := testutil.Chromium(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
 		chromedp.NoSandbox, // as root

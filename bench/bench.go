@@ -358,17 +358,7 @@ var session = csmsim.SessionConfig{Schema: csmsim.SchemaLegacy, GenerationTime: 
 // detections returns, per job, the time from its session turning final to
 // its first final webhook's arrival; jobs without either are skipped.
 func (r *rig) detections(codes, jobIDs []string) []time.Duration {
-	out := make([]time.Duration, 0, len(codes))
-	for i, code := range codes {
-		call, ok := r.sim.LastPreview(code)
-		f, got := r.rcv.Final(jobIDs[i])
-		if !ok || !got {
-			continue
-		}
-		finalAt := call.At.Add(session.QueueTime + session.GenerationTime)
-		out = append(out, f.At.Sub(finalAt))
-	}
-	return out
+	return r.detectionsOf(codes, jobIDs, func(int) time.Duration { return session.QueueTime + session.GenerationTime })
 }
 
 // upstream fills detection, polls and POSTs from the simulator and receiver.
@@ -403,16 +393,7 @@ func (r *rig) awaitFinals(ctx context.Context, jobIDs []string) (time.Time, erro
 	// Jobs finish roughly in order: each check pops the finished ones from
 	// the front and stops at the first that is not, so that the bench's
 	// own waiting costs next to no CPU in the window it measures.
-	pending := jobIDs
-	err := waitFor(ctx, r.limit(), "every final webhook", func() bool {
-		for len(pending) > 0 {
-			if _, ok := r.rcv.Final(pending[0]); !ok {
-				break
-			}
-			pending = pending[1:]
-		}
-		return len(pending) == 0
-	}, func() string { return fmt.Sprintf("%d of %d received", r.finals(jobIDs), len(jobIDs)) })
+	err := r.awaitFinalsWithin(ctx, jobIDs, r.limit())
 	var last time.Time
 	for _, id := range jobIDs {
 		if f, ok := r.rcv.Final(id); ok && f.At.After(last) {

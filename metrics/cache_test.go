@@ -1,11 +1,9 @@
 package metrics_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 )
-
-// commandCounter is a go-redis hook counting the commands sent, pipelined
-// ones one by one.
-type commandCounter struct{ n atomic.Int64 }
-
-func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}
 
 // scrape GETs /metrics from h and returns the body.
 func scrape(t *testing.T, h http.Handler) string {
@@ -62,7 +42,7 @@ func TestScrapesWithinTheCacheWindowDoNoRedisWork(t *testing.T) {
 	}
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { _ = rdb.Close() })
-	counter := &commandCounter{}
+	counter := &testutil.CommandCounter{}
 	rdb.AddHook(counter)
 
 	// A queue that exists, with a task in it, so the Inspector has work.
@@ -82,9 +62,9 @@ func TestScrapesWithinTheCacheWindowDoNoRedisWork(t *testing.T) {
 	})
 	h := m.Handler()
 
-	before := counter.n.Load()
+	before := counter.Load()
 	first := scrape(t, h)
-	perReading := counter.n.Load() - before
+	perReading := counter.Load() - before
 	if perReading == 0 {
 		t.Fatal("the first scrape sent no Redis command: nothing to cache")
 	}
@@ -97,15 +77,15 @@ func TestScrapesWithinTheCacheWindowDoNoRedisWork(t *testing.T) {
 			t.Fatal("empty scrape")
 		}
 	}
-	if extra := counter.n.Load() - before - perReading; extra != 0 {
+	if extra := counter.Load() - before - perReading; extra != 0 {
 		t.Fatalf("49 scrapes within the cache window sent %d Redis commands (one reading is %d)", extra, perReading)
 	}
-	t.Logf("one reading: %d Redis commands; 50 scrapes within 5s: %d", perReading, counter.n.Load()-before)
+	t.Logf("one reading: %d Redis commands; 50 scrapes within 5s: %d", perReading, counter.Load()-before)
 
 	clock.Advance(5 * time.Second)
-	mid := counter.n.Load()
+	mid := counter.Load()
 	scrape(t, h)
-	if counter.n.Load() == mid {
+	if counter.Load() == mid {
 		t.Fatal("a scrape after the window read nothing anew")
 	}
 }

@@ -3,13 +3,13 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
 )
 
@@ -160,12 +160,12 @@ func TestInFlightBoundedWhenTheHeadIsAllStale(t *testing.T) {
 	}
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { _ = rdb.Close() })
-	counter := &commandCounter{}
+	counter := &testutil.CommandCounter{}
 	rdb.AddHook(counter)
 	counted := store.New(rdb, store.Options{Namespace: r.Namespace, Retention: time.Hour})
 	got := inFlightByStatus(t, counted)[store.StatusQueued]
 	// Checking every entry would take over 100 commands.
-	if n := counter.n.Load(); n > 50 {
+	if n := counter.Load(); n > 50 {
 		t.Fatalf("one read sent %d Redis commands for 101 entries: it scans", n)
 	}
 	if !got.Oldest.After(base.Add(8*time.Minute)) || got.Oldest.After(live.CreatedAt) {
@@ -173,23 +173,5 @@ func TestInFlightBoundedWhenTheHeadIsAllStale(t *testing.T) {
 	}
 	if got.Count >= 101 || got.Count < 1 {
 		t.Fatalf("count %d: want the 101 entries less the stale ones checked", got.Count)
-	}
-}
-
-// commandCounter is a go-redis hook counting the commands sent, pipelined
-// ones one by one.
-type commandCounter struct{ n atomic.Int64 }
-
-func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"image"
 	_ "image/png" // screenshots
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -14,29 +13,15 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-)
 
-// chromium finds Debian's Chromium, as api's dashboard test does: skipped
-// without it, except under CI, where its absence is a failure.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true and no chromium installed (.ci/run installs Debian's chromium)")
-	}
-	t.Skip("no chromium installed (apt-get install chromium); skipping the browser test")
-	return ""
-}
+	"github.com/previewd/previewd/internal/testutil"
+)
 
 // browser starts headless Chromium with WebGL on SwiftShader (no GPU).
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(testutil.Chromium(t)),
 		chromedp.NoSandbox, // as root
 		chromedp.DisableGPU,
 		chromedp.Flag("use-angle", "swiftshader"),
