@@ -151,3 +151,59 @@ func TestAckOutboxLeft(t *testing.T) {
 		}
 	}
 }
+
+// TestRedoneCommitIndexesItsOutboxOnce: a commit whose writer re-runs and
+// flushes after a crash (Change.Redone) indexes its outbox once, before the
+// commit, and reports that entry (the one its flush drops); any other
+// commit indexes it again after its entries, one more script call. Both
+// leave the job findable by the sweeper at the score they report.
+func TestRedoneCommitIndexesItsOutboxOnce(t *testing.T) {
+	tests := []struct {
+		name     string
+		redone   bool
+		commands int64 // more than the redone commit's
+	}{
+		{"redone", true, 0},
+		{"not redone", false, 1},
+	}
+	var base int64 = -1
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := testutil.NewRedis(t)
+			counter := &testutil.CommandCounter{}
+			r.Client.AddHook(counter)
+			s := store.New(r.Client, store.Options{Namespace: r.Namespace, Retention: time.Hour})
+			ctx := context.Background()
+			job := newJob(time.Now())
+			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+				t.Fatal(err)
+			}
+			before := counter.Load()
+			_, c, err := s.UpdateCommitted(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+				j.SetStatus(store.StatusRequesting, now, "")
+				return store.Change{Redone: tt.redone, Outbox: []store.OutboxEntry{{ID: "next", Data: []byte("1")}}}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			used := counter.Load() - before
+			if !c.Indexed {
+				t.Fatal("the commit reports no index entry to drop")
+			}
+			stale, err := s.StaleOutboxes(ctx, time.Now().Add(time.Hour), 10)
+			if err != nil || len(stale) != 1 || stale[0] != c.Index {
+				t.Fatalf("outbox index %v (%v), want exactly the reported %v", stale, err, c.Index)
+			}
+			if tt.redone {
+				base = used
+				return
+			}
+			if base < 0 {
+				t.Skip("the redone case did not run")
+			}
+			if used-base != tt.commands {
+				t.Fatalf("%d commands, the redone commit %d: want %d more", used, base, tt.commands)
+			}
+		})
+	}
+}

@@ -56,17 +56,18 @@ type updateFunc = func(j *store.Job, now time.Time) (store.Change, error)
 
 // addressed returns fn with the events it emits addressed in the same
 // commit (tasks.Address) to the job's webhook_url and the endpoints as
-// they are now, marked as the change of a task handler (Change.Redone). The endpoints are read once, when the first event needs
+// they are now. redone marks the change of a task handler that runs again
+// if it dies before its flush, and flushes then (Change.Redone): every
+// handler does on finding its work done. The sweeper, and a task that was
+// given up, do not come back: their changes are not redone. The endpoints are read once, when the first event needs
 // them; if they cannot be read, the events keep their fan-out tasks,
 // which address them later.
-func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, fn updateFunc) updateFunc {
+func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, redone bool, fn updateFunc) updateFunc {
 	var endpoints []store.Endpoint
 	var read, unreadable bool
 	return func(j *store.Job, now time.Time) (store.Change, error) {
 		change, err := fn(j, now)
-		// A handler that dies before its flush runs again and flushes the
-		// job's outbox (every handler does on finding its work done).
-		change.Redone = true
+		change.Redone = redone
 		if err != nil || len(change.Events) == 0 || unreadable {
 			return change, err
 		}

@@ -135,9 +135,15 @@ func (h *Handlers) taskLogger(ctx context.Context, t *asynq.Task, jobID, session
 }
 
 // finish moves a job to a final status (if it is not final yet) and fires
-// the final event.
+// the final event, from a task handler.
 func (h *Handlers) finish(ctx context.Context, log *zap.Logger, jobID string, status store.Status, code, message string) error {
-	job, _, committed, err := h.store.UpdateFrom(ctx, jobID, store.Seen{}, h.addressed(ctx, log, func(j *store.Job, now time.Time) (store.Change, error) {
+	return h.finishJob(ctx, log, jobID, status, code, message, true)
+}
+
+// finishJob is finish; inTask says whether its caller is a task handler
+// that runs again if it dies before its flush (see addressed).
+func (h *Handlers) finishJob(ctx context.Context, log *zap.Logger, jobID string, status store.Status, code, message string, inTask bool) error {
+	job, _, committed, err := h.store.UpdateFrom(ctx, jobID, store.Seen{}, h.addressed(ctx, log, inTask, func(j *store.Job, now time.Time) (store.Change, error) {
 		if j.Status.Final() {
 			return store.Change{}, store.ErrNoChange
 		}

@@ -73,7 +73,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 	var res pollResult
 	// The commit starts from the record read above (the compare-and-set
 	// refuses it if the job changed since, and the update reads again).
-	job, _, committed, err := h.store.UpdateFrom(ctx, job.ID, seen, h.addressed(ctx, log, func(j *store.Job, now time.Time) (store.Change, error) {
+	job, _, committed, err := h.store.UpdateFrom(ctx, job.ID, seen, h.addressed(ctx, log, true, func(j *store.Job, now time.Time) (store.Change, error) {
 		res = pollResult{}
 		if j.Status != store.StatusGenerating || j.Poll.Seq != p.Seq {
 			res.stale = true

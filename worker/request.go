@@ -273,7 +273,7 @@ func (h *Handlers) accepted(ctx context.Context, log *zap.Logger, jobID string, 
 		var err error
 		from := seen
 		seen = store.Seen{} // a retry of the write reads afresh
-		job, _, committed, err = h.store.UpdateFrom(ctx, jobID, from, h.addressed(ctx, log, func(j *store.Job, now time.Time) (store.Change, error) {
+		job, _, committed, err = h.store.UpdateFrom(ctx, jobID, from, h.addressed(ctx, log, true, func(j *store.Job, now time.Time) (store.Change, error) {
 			if j.Request.Outcome == store.OutcomeAccepted && j.UniqueTrialKey == pj.UniqueTrialKey {
 				return store.Change{}, store.ErrNoChange
 			}

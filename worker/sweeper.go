@@ -97,8 +97,8 @@ func (w *Worker) timeOut(ctx context.Context, e store.IndexEntry) error {
 	case !job.Status.Final():
 		log := w.log.With(zap.String("job_id", job.ID), zap.String("session_code", job.SessionCode))
 		log.Warn("job past its deadline with no live task; timing it out")
-		if err := w.handlers.finish(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded,
-			"CSM did not report a final status before the job's deadline"); err != nil {
+		if err := w.handlers.finishJob(ctx, log, job.ID, store.StatusTimedOut, store.CodeDeadlineExceeded,
+			"CSM did not report a final status before the job's deadline", false); err != nil {
 			return err
 		}
 	}

@@ -332,7 +332,8 @@ func (h *Handlers) handleError(ctx context.Context, t *asynq.Task, err error) {
 	}
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	if ferr := h.finish(bctx, log, jobID, store.StatusFailed, store.CodeRetriesExhausted, "gave up after "+fmt.Sprint(retried+1)+" attempts: "+err.Error()); ferr != nil {
+	// The task is given up: it does not run again, so the change is not redone.
+	if ferr := h.finishJob(bctx, log, jobID, store.StatusFailed, store.CodeRetriesExhausted, "gave up after "+fmt.Sprint(retried+1)+" attempts: "+err.Error(), false); ferr != nil {
 		log.Error("could not fail the job of a task given up", zap.Error(ferr))
 	}
 }
