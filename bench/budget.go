@@ -489,7 +489,7 @@ func (b BudgetResult) write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  requests    %.1f POSTs/s in the burst, the requests' share being %.1f/s (%.0f%%); %.1f/s over the fill's arrivals\n",
 		b.Surge.POSTsPerSecond, share, 100*b.Surge.POSTsPerSecond/share, b.Fill.POSTsPerSecond)
-	fmt.Fprintf(w, "  limiter     %d poll-class turns (polls and the read before each POST), %d request-class turns (POSTs)\n", b.PollTurns, b.RequestTurns)
+	fmt.Fprintf(w, "  limiter     %d poll-class turns (polls), %d request-class turns (the read before each POST, and the POST)\n", b.PollTurns, b.RequestTurns)
 	fmt.Fprintf(w, "  schedule    %d of %d detected within schedule (the detecting poll by the last poll before the end + its scheduled wait + slack %.0f ms); worst %+.0f ms past its scheduled time\n",
 		b.WithinSchedule, b.HD+b.Burst, b.SlackMs, b.WorstLateMs)
 	fmt.Fprintf(w, "  webhook     p50 %.0f ms, p99 %.0f ms, max %.0f ms from the detecting poll to the final webhook (one receiver: beyond its %d delivery slots a webhook is snoozed 1–3 s)\n",
