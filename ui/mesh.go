@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/webhook"
 )
 
@@ -26,13 +25,8 @@ func (u *UI) mesh(w http.ResponseWriter, r *http.Request) {
 		u.errorPage(w, http.StatusNotFound, "No 3D view", "this server does not fetch meshes")
 		return
 	}
-	j, err := u.opts.Jobs.Job(r.Context(), r.PathValue("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		u.errorPage(w, http.StatusNotFound, "No such job", "job not found (unknown, or expired after the retention period)")
-		return
-	}
-	if err != nil {
-		u.internal(w, r, err)
+	j, ok := u.jobOf(w, r)
+	if !ok {
 		return
 	}
 	src := j.MeshURLs["glb"]
@@ -43,6 +37,7 @@ func (u *UI) mesh(w http.ResponseWriter, r *http.Request) {
 	now := u.opts.Now()
 	body, ok := u.cache.get(src, now)
 	if !ok {
+		var err error
 		body, _, err = u.opts.Mesh.Fetch(r.Context(), src, u.opts.MeshMaxBytes)
 		if err == nil && !isGLB(body) {
 			err = errNotGLB

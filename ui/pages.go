@@ -196,16 +196,26 @@ type meshLink struct {
 	Format, URL string
 }
 
-// job is /ui/jobs/{id}.
-func (u *UI) job(w http.ResponseWriter, r *http.Request, readOnly bool) {
-	id := r.PathValue("id")
-	j, err := u.opts.Jobs.Job(r.Context(), id)
+// jobOf reads the job of a /ui/jobs/{id} page, or answers the error page
+// and reports false.
+func (u *UI) jobOf(w http.ResponseWriter, r *http.Request) (store.Job, bool) {
+	j, err := u.opts.Jobs.Job(r.Context(), r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		u.errorPage(w, http.StatusNotFound, "No such job", "job not found (unknown, or expired after the retention period)")
-		return
+		return store.Job{}, false
 	}
 	if err != nil {
 		u.internal(w, r, err)
+		return store.Job{}, false
+	}
+	return j, true
+}
+
+// job is /ui/jobs/{id}.
+func (u *UI) job(w http.ResponseWriter, r *http.Request, readOnly bool) {
+	id := r.PathValue("id")
+	j, ok := u.jobOf(w, r)
+	if !ok {
 		return
 	}
 	msgs, err := u.opts.Jobs.Messages(r.Context(), id)
