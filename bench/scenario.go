@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,7 +199,11 @@ func (lw *liveWorker) enqueue(ctx context.Context, r *rig, code string, i int) (
 // queued counts the tasks of queue q not yet done: pending, active,
 // scheduled or retrying.
 func (r *rig) queued(q string) (int, error) {
-	info, err := asynq.NewInspectorFromRedisClient(r.rdb).GetQueueInfo(q)
+	insp := asynq.NewInspectorFromRedisClient(r.rdb)
+	if known, err := insp.Queues(); err == nil && !slices.Contains(known, q) {
+		return 0, nil // never used (asynq's not-found error is not one errors.Is knows)
+	}
+	info, err := insp.GetQueueInfo(q)
 	if err != nil {
 		return 0, fmt.Errorf("queue %s: %w", q, err)
 	}
