@@ -200,12 +200,13 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	z := redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}
 	created := redis.Z{Score: float64(job.CreatedAt.UnixMilli()), Member: job.ID}
 	var index *redis.Cmd
+	var deadlineNX, createdNX *redis.IntCmd
 	cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if len(outbox) > 0 {
 			index = s.indexOutboxIn(ctx, p, job.ID)
 		}
-		p.ZAddNX(ctx, s.deadlineIndexKey(), z)
-		p.ZAddNX(ctx, s.createdIndexKey(), created)
+		deadlineNX = p.ZAddNX(ctx, s.deadlineIndexKey(), z)
+		createdNX = p.ZAddNX(ctx, s.createdIndexKey(), created)
 		return nil
 	})
 	var rerun []redis.Cmder // pipelined by hash, run again by indexOutbox
@@ -231,10 +232,15 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 		// One round trip: the deadline and the listing entries, with this
 		// job's own scores (an attempt that died before its script may have
 		// left the NX entries with its own), and the counter.
+		// An NX above that answered 1 wrote this job's own score: only
+		// one that found an entry (or whose reply was lost, and re-sent)
+		// needs writing again.
 		var incr *redis.IntCmd
 		cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			s.fixDeadlineIndexIn(ctx, p, job, true)
-			s.indexListingIn(ctx, p, job, "", true)
+			if deadlineNX.Val() != 1 {
+				s.fixDeadlineIndexIn(ctx, p, job, true)
+			}
+			s.indexListingIn(ctx, p, job, "", createdNX.Val() != 1)
 			incr = p.Incr(ctx, s.statsKey("jobs_created"))
 			return nil
 		})
