@@ -2,9 +2,9 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -91,7 +91,7 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	var settled map[string]bool
 	for _, ev := range c.Events {
 		p := tasks.DeliverWebhook{JobID: job.ID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
-		if !hasEntry(c.Outbox, p.TaskID()) {
+		if !slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == p.TaskID() }) {
 			continue
 		}
 		switch outcome, retryAfter := h.deliverInline(ctx, log, job, ev); outcome {
@@ -116,15 +116,6 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	return h.tasks.FlushCommittedSettled(ctx, c, settled)
 }
 
-func hasEntry(outbox []store.OutboxEntry, id string) bool {
-	for _, e := range outbox {
-		if e.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
 // inlineOutcome is what an attempt right after a commit came to.
 type inlineOutcome int
 
@@ -144,11 +135,9 @@ const (
 // cannot be retried; failed, with the receiver's Retry-After, when a retry
 // is due; skipped when it made no attempt it could record.
 func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent) (inlineOutcome, time.Duration) {
-	if job.WebhookURL == "" || job.WebhookGoneAt != nil {
-		return inlineSkipped, 0
-	}
-	if !h.inline.allowed(job.WebhookURL, h.now()) {
-		return inlineSkipped, 0
+	dest, reason, err := h.resolve(ctx, job, tasks.DestinationJob)
+	if err != nil || reason != "" || !h.inline.allowed(dest.url, h.now()) {
+		return inlineSkipped, 0 // the task records why it is not sent
 	}
 	msg := store.Message{
 		ID: store.MessageID(ev.ID, tasks.DestinationJob), EventID: ev.ID, EventType: ev.Type,
@@ -158,33 +147,18 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 	attemptCtx, cancel := context.WithTimeout(ctx, inlineTimeout)
 	defer cancel()
 	out, err := h.send(attemptCtx, log, "inline:"+msg.ID+"#"+fmt.Sprint(h.now().UnixNano()), job.ID, tasks.DestinationJob,
-		destination{url: job.WebhookURL, signer: h.signer}, webhook.Message{ID: ev.ID, Body: ev.Body})
+		dest, webhook.Message{ID: ev.ID, Body: ev.Body})
 	if err != nil {
 		return inlineSkipped, 0 // a slot busy, or the store failing: the task waits its turn
 	}
-	now, res, sendErr := out.at, out.res, out.err
+	res, sendErr := out.res, out.err
 	if sendErr != nil && ctx.Err() != nil {
 		return inlineSkipped, 0 // shutting down: the task makes the attempt
 	}
-	var de *webhook.DeliveryError
-	errors.As(sendErr, &de)
-	stop := stopReason(res, de)
-	attempt := store.Attempt{At: now, StatusCode: res.StatusCode, Latency: res.Latency, Response: res.ResponsePrefix}
 	if sendErr != nil {
-		attempt.Error = sendErr.Error()
-		h.inline.failed(job.WebhookURL, h.now())
+		h.inline.failed(dest.url, h.now())
 	}
-	msg.AddAttempt(attempt)
-	h.metrics.WebhookAttempt(deliveryOutcome(sendErr, de), res.Latency)
-	switch {
-	case sendErr == nil:
-		msg.Status = store.MessageDelivered
-		msg.DeliveredAt = &now
-	case stop != "":
-		msg.Status, msg.Reason = store.MessageFailed, stop
-	case de != nil && !de.Retryable:
-		msg.Status, msg.Reason = store.MessageFailed, "not retryable: "+sendErr.Error()
-	}
+	de, stop := h.recordAttempt(&msg, out)
 	saveCtx, cancelSave := bookkeeping(ctx)
 	defer cancelSave()
 	if err := h.store.SaveMessage(saveCtx, job.ID, msg); err != nil {
@@ -193,7 +167,7 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 		return inlineSkipped, 0
 	}
 	if stop != "" {
-		h.recordHealth(ctx, log, job.ID, destination{url: job.WebhookURL, signer: h.signer}, sendErr, stop)
+		h.recordHealth(ctx, log, job.ID, dest, sendErr, stop)
 	}
 	switch {
 	case sendErr == nil:

@@ -114,20 +114,11 @@ func (h *Handlers) FanoutWebhook(ctx context.Context, t *asynq.Task) error {
 // enabled endpoint subscribed to its type. On an error it returns the
 // destinations it could list with the error.
 func (h *Handlers) destinations(ctx context.Context, job store.Job, typ store.EventType) ([]string, error) {
-	var dests []string
-	if job.WebhookURL != "" && job.WebhookGoneAt == nil {
-		dests = append(dests, tasks.DestinationJob)
-	}
 	endpoints, err := h.store.Endpoints(ctx)
 	if err != nil {
-		return dests, err
+		return tasks.Destinations(&job, nil, typ), err
 	}
-	for _, ep := range endpoints {
-		if ep.Enabled && ep.Subscribed(typ) {
-			dests = append(dests, ep.ID)
-		}
-	}
-	return dests, nil
+	return tasks.Destinations(&job, endpoints, typ), nil
 }
 
 // destination is where a message goes and how it is signed.
@@ -203,39 +194,23 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err // a slot busy (a snooze), or the store failing
 	}
-	now, res, sendErr := out.at, out.res, out.err
+	res, sendErr := out.res, out.err
 	if sendErr != nil && ctx.Err() != nil {
 		return ctx.Err() // shutting down: the attempt was cut short, not failed
 	}
-	attempt := store.Attempt{At: now, StatusCode: res.StatusCode, Latency: res.Latency, Response: res.ResponsePrefix}
-	var de *webhook.DeliveryError
-	retryable := true
-	if sendErr != nil {
-		attempt.Error = sendErr.Error()
-		if errors.As(sendErr, &de) {
-			retryable = de.Retryable
-		}
-	}
+	de, stop := h.recordAttempt(&msg, out)
 	retried, _ := asynq.GetRetryCount(ctx)
 	retried += p.Attempted // attempts before the task count against the schedule too
-	msg.AddAttempt(attempt)
 	switch {
 	case sendErr == nil:
-		msg.Status = store.MessageDelivered
-		msg.DeliveredAt = &now
 		if job.FinishedAt != nil && msg.EventType == store.FinalEvent(job.Status) && msg.Replays == 0 {
 			h.metrics.FinalWebhookDelivered(h.now().Sub(*job.FinishedAt))
 		}
-	case stopReason(res, de) != "":
-		msg.Status, msg.Reason = store.MessageFailed, stopReason(res, de)
-	case !retryable:
-		msg.Status, msg.Reason = store.MessageFailed, "not retryable: "+sendErr.Error()
-	case retried >= len(h.webhooks.Schedule):
+	case msg.Status == store.MessagePending && retried >= len(h.webhooks.Schedule):
 		msg.Status, msg.Reason = store.MessageFailed, fmt.Sprintf("gave up after %d attempts", retried+1)
 	}
-	h.metrics.WebhookAttempt(deliveryOutcome(sendErr, de), res.Latency)
 	saveErr := h.saveMessage(ctx, p.JobID, msg)
-	h.recordHealth(ctx, log, job.ID, dest, sendErr, stopReason(res, de))
+	h.recordHealth(ctx, log, job.ID, dest, sendErr, stop)
 
 	log = log.With(zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
 	switch {
@@ -309,6 +284,33 @@ func (h *Handlers) send(ctx context.Context, log *zap.Logger, holder, jobID, des
 	out.at = h.now()
 	out.res, out.err = h.sender.SendTo(ctx, target, dest.signer, msg, out.at)
 	return out, nil
+}
+
+// recordAttempt adds one attempt to msg's log and settles what the attempt
+// alone decides: delivered, or failed for good when the receiver asked to
+// stop or the failure cannot be retried; otherwise msg stays pending for
+// the caller's retry rule. It counts the attempt and returns the sender's
+// DeliveryError (nil when there is none) and the receiver's stop reason.
+func (h *Handlers) recordAttempt(msg *store.Message, out attemptResult) (*webhook.DeliveryError, string) {
+	attempt := store.Attempt{At: out.at, StatusCode: out.res.StatusCode, Latency: out.res.Latency, Response: out.res.ResponsePrefix}
+	var de *webhook.DeliveryError
+	if out.err != nil {
+		attempt.Error = out.err.Error()
+		errors.As(out.err, &de)
+	}
+	msg.AddAttempt(attempt)
+	stop := stopReason(out.res, de)
+	switch {
+	case out.err == nil:
+		at := out.at
+		msg.Status, msg.DeliveredAt = store.MessageDelivered, &at
+	case stop != "":
+		msg.Status, msg.Reason = store.MessageFailed, stop
+	case de != nil && !de.Retryable:
+		msg.Status, msg.Reason = store.MessageFailed, "not retryable: "+out.err.Error()
+	}
+	h.metrics.WebhookAttempt(deliveryOutcome(out.err, de), out.res.Latency)
+	return de, stop
 }
 
 // resolve finds where a message goes. A non-empty reason means it must not
