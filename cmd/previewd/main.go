@@ -141,16 +141,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: previewd <command> [flags]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	rows := make([]flagRow, len(names))
-	for i, n := range names {
-		rows[i] = flagRow{n, commands[n].summary}
-	}
-	writeFlagRows(w, rows)
+	writeFlagRows(w, commandRows(commands))
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Flags:")
 	writeFlagRows(w, []flagRow{{"-h, --help", "show this help"}, {"--version", "print the version (as `previewd version`)"}})
@@ -180,18 +171,23 @@ func subcommand(ctx context.Context, e env, group string, args []string, subs ma
 func groupUsage(w io.Writer, group string, subs map[string]command) {
 	fmt.Fprintf(w, "usage: previewd %s <subcommand> [flags]\n\n", group)
 	fmt.Fprintln(w, "Subcommands:")
-	names := make([]string, 0, len(subs))
-	for n := range subs {
+	writeFlagRows(w, commandRows(subs))
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Run 'previewd %s <subcommand> --help' for its flags.\n", group)
+}
+
+// commandRows lists commands by name with their summaries, for a help table.
+func commandRows(cmds map[string]command) []flagRow {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	rows := make([]flagRow, len(names))
 	for i, n := range names {
-		rows[i] = flagRow{n, subs[n].summary}
+		rows[i] = flagRow{n, cmds[n].summary}
 	}
-	writeFlagRows(w, rows)
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Run 'previewd %s <subcommand> --help' for its flags.\n", group)
+	return rows
 }
 
 // flagSet is a command's flags and what its --help says about them.
