@@ -69,11 +69,11 @@ func (r *rig) bare(ctx context.Context) (Phase, error) {
 	p := Phase{Name: "bare", Jobs: n, Finished: int(handled.Load())}
 	w.elapsed = drain // commands and CPU: the enqueue and the drain
 	p.finish(w)
-	bytes, keys, err := namespaceMemory(ctx, r.rdb, "asynq:{"+queue+"}:*")
+	use, err := namespaceMemory(ctx, r.rdb, "asynq:{"+queue+"}:*")
 	if err != nil {
 		return Phase{}, err
 	}
-	p.setMemory(bytes, keys)
+	p.setMemory(use)
 	return p, nil
 }
 

@@ -114,10 +114,15 @@ type Phase struct {
 	RedisCommands       int64    `json:"redis_commands"`
 	RedisCommandsPerJob float64  `json:"redis_commands_per_job"`
 	TopCommands         []string `json:"top_commands"`
+	// Commands is every command's count in the window, for finding where
+	// a phase's commands go (the JSON only).
+	Commands map[string]int64 `json:"commands"`
 	// RedisBytes is MEMORY USAGE summed over the RedisKeys the phase left.
 	RedisBytes  int64   `json:"redis_bytes"`
 	RedisKeys   int     `json:"redis_keys"`
 	BytesPerJob float64 `json:"bytes_per_job"`
+	// MemoryByKind is RedisBytes per kind of key (ids masked), the JSON only.
+	MemoryByKind map[string]int64 `json:"memory_by_kind"`
 	// CPUMillis is the process's CPU over the window: the workers, and
 	// the simulator and receiver they talk to, which run in-process.
 	CPUMillis       float64 `json:"cpu_ms"`
@@ -318,6 +323,7 @@ func (p *Phase) finish(w window) {
 	}
 	p.RedisCommands = w.cmds.total()
 	p.TopCommands = w.cmds.top(6)
+	p.Commands = w.cmds
 	p.CPUMillis = ms(w.cpu)
 	if p.Jobs > 0 {
 		p.RedisCommandsPerJob = float64(p.RedisCommands) / float64(p.Jobs)
@@ -325,10 +331,11 @@ func (p *Phase) finish(w window) {
 	}
 }
 
-func (p *Phase) setMemory(bytes int64, keys int) {
-	p.RedisBytes, p.RedisKeys = bytes, keys
+func (p *Phase) setMemory(use memoryUse) {
+	p.RedisBytes, p.RedisKeys = use.bytes, use.keys
+	p.MemoryByKind = use.byKind
 	if p.Jobs > 0 {
-		p.BytesPerJob = float64(bytes) / float64(p.Jobs)
+		p.BytesPerJob = float64(use.bytes) / float64(p.Jobs)
 	}
 }
 

@@ -117,11 +117,11 @@ func (r *rig) ours(ctx context.Context) (Phase, error) {
 	p := Phase{Name: "previewd", Jobs: n, Finished: r.finals(ids)}
 	p.finish(win)
 	r.upstream(&p, codes, ids)
-	bytes, keys, err := namespaceMemory(ctx, r.rdb, ns+":*", "asynq:{"+ns+":*")
+	use, err := namespaceMemory(ctx, r.rdb, ns+":*", "asynq:{"+ns+":*")
 	if err != nil {
 		return Phase{}, err
 	}
-	p.setMemory(bytes, keys)
+	p.setMemory(use)
 	return p, nil
 }
 

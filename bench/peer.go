@@ -316,10 +316,10 @@ func (r *rig) peer(ctx context.Context) (Phase, error) {
 	p := Phase{Name: "peer", Jobs: n, Finished: r.finals(ids)}
 	p.finish(w)
 	r.upstream(&p, codes, ids)
-	bytes, keys, err := namespaceMemory(ctx, r.rdb, ns+":*", "asynq:{"+ns+"}:*")
+	use, err := namespaceMemory(ctx, r.rdb, ns+":*", "asynq:{"+ns+"}:*")
 	if err != nil {
 		return Phase{}, err
 	}
-	p.setMemory(bytes, keys)
+	p.setMemory(use)
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -202,10 +203,28 @@ func (s commandStats) top(n int) []string {
 	return out
 }
 
+// memoryUse is what namespaceMemory found: bytes and keys in all, and
+// bytes per kind of key (its name with ids and hash tags masked), which
+// tells where a job's bytes go.
+type memoryUse struct {
+	bytes  int64
+	keys   int
+	byKind map[string]int64
+}
+
+// idPattern matches what varies from job to job in a key name: UUIDs,
+// hex ids (hash tags of slots, event ids), session codes and the peer's
+// numbered job ids.
+var idPattern = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,}|BENCH_[A-Za-z0-9_]+|peer-[0-9a-f]{8}-[0-9]+`)
+
+// keyKind is a key's name with what varies per job masked as "*".
+func keyKind(key string) string { return idPattern.ReplaceAllString(key, "*") }
+
 // namespaceMemory sums MEMORY USAGE over every key matching the patterns
 // and counts them. SCAN is fine here: it runs once after a phase, never on
 // a hot path.
-func namespaceMemory(ctx context.Context, rdb redis.UniversalClient, patterns ...string) (bytes int64, keys int, err error) {
+func namespaceMemory(ctx context.Context, rdb redis.UniversalClient, patterns ...string) (use memoryUse, err error) {
+	use.byKind = map[string]int64{}
 	for _, pattern := range patterns {
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
@@ -214,16 +233,17 @@ func namespaceMemory(ctx context.Context, rdb redis.UniversalClient, patterns ..
 				continue // expired between SCAN and MEMORY USAGE
 			}
 			if err != nil {
-				return 0, 0, fmt.Errorf("MEMORY USAGE %s: %w", iter.Val(), err)
+				return memoryUse{}, fmt.Errorf("MEMORY USAGE %s: %w", iter.Val(), err)
 			}
-			bytes += n
-			keys++
+			use.bytes += n
+			use.keys++
+			use.byKind[keyKind(iter.Val())] += n
 		}
 		if err := iter.Err(); err != nil {
-			return 0, 0, fmt.Errorf("SCAN %s: %w", pattern, err)
+			return memoryUse{}, fmt.Errorf("SCAN %s: %w", pattern, err)
 		}
 	}
-	return bytes, keys, nil
+	return use, nil
 }
 
 // deleteKeys removes every key matching the patterns (the bench's cleanup
