@@ -83,6 +83,19 @@ func (s *Store) AckOutboxLeft(ctx context.Context, jobID string, ids ...string) 
 	return left.Val(), nil
 }
 
+// AckOutbox removes entries that have been enqueued, for a writer that
+// wrote no index entry (Change.Redone): it needs no count of what is left.
+// A blind re-run deletes nothing more.
+func (s *Store) AckOutbox(ctx context.Context, jobID string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := s.rdb.HDel(ctx, s.outboxKey(jobID), ids...).Err(); err != nil {
+		return fmt.Errorf("ack outbox of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
 // fixDeadlineIndexIn queues, in a pipeline, the deadline index entry of a job Create found or
 // made (after Create's ZADD NX, which keeps whatever entry was there): a new
 // job gets its own deadline (an earlier attempt that died before creating

@@ -126,10 +126,11 @@ type Change struct {
 	Events []NewEvent
 	Outbox []OutboxEntry
 	// Redone says the writer runs again if it dies before flushing the
-	// change's outbox entries (a task handler, whose re-run flushes its
-	// job's outbox): the commit then does not index the outbox again after
-	// its entries, a guard only a writer that never comes back needs (see
-	// afterCommit).
+	// change's outbox entries (a task handler with retries left, whose
+	// re-run flushes its job's outbox): the commit then writes no outbox
+	// index entry at all, the sweeper's way to an outbox whose writer
+	// never comes back. Its flush acknowledges the entries, and indexes
+	// the outbox only if an enqueue failed (Committed.Redone).
 	Redone bool
 	// Messages are delivery records created with the change (the events'
 	// messages, addressed at commit instead of by a fan-out task): a
@@ -340,6 +341,9 @@ type Committed struct {
 	// none): a flush then reads the index itself.
 	Index   IndexEntry
 	Indexed bool
+	// Redone is the change's Redone: no index entry was written, the
+	// writer's own re-run is what finds the entries should it die.
+	Redone bool
 	// Events holds the change's events as this commit stored them, when it
 	// is sure it did (empty when the commit was a re-run recognised by its
 	// nonce, or found an event already stored: the stored body is then
@@ -433,7 +437,7 @@ func nextSeen(version string, doc []byte) Seen {
 //     sweeper a way to the entries. Best effort: the entry made before the
 //     commit covers the usual case. Its score is what the writer's flush
 //     drops the entry by. A writer that re-runs and flushes after a crash
-//     (Change.Redone) needs no second entry: its flush drops the first.
+//     (Change.Redone) writes no entry, before or after.
 //   - The status listing, when the status changed. Best effort: listings
 //     check each job's status as they read it.
 //   - On reaching a final status, the deadline entry and the counter. Best
@@ -441,14 +445,8 @@ func nextSeen(version string, doc []byte) Seen {
 //     increment only skews a metric.
 func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Change, res commitResult) Committed {
 	outbox := change.Outbox
-	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}}
-	reindex := len(outbox) > 0
-	if reindex && change.Redone && res.indexed {
-		// The writer comes back if it dies before its flush, and flushes
-		// then: the entry written before the commit is the one to drop.
-		reindex = false
-		c.Index, c.Indexed = res.index, true
-	}
+	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}, Redone: change.Redone}
+	reindex := len(outbox) > 0 && !change.Redone
 	finished := j.Status.Final() && !before.Final()
 	if !reindex && j.Status == before && !finished {
 		return c
@@ -488,9 +486,6 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 type commitResult struct {
 	committed bool
 	fresh     []CommittedEvent
-	// index is the outbox index entry written before the commit.
-	index   IndexEntry
-	indexed bool
 }
 
 // commit runs the compare-and-set of j at version; it returns the record
@@ -531,8 +526,7 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 		}
 		args = append(args, m.ID, raw)
 	}
-	index, indexed, err := s.prepareCommit(ctx, j.ID, change)
-	if err != nil {
+	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
 		return commitResult{}, err
 	}
 	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.outboxKey(j.ID), s.messagesKey(j.ID)}
@@ -545,7 +539,7 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 		// "ok": every event is stored with the body just sent. "ok-stored":
 		// an event was there before (its stored body is the one to send);
 		// "ok-again": a re-run recognised by its nonce, which cannot tell.
-		done := commitResult{committed: true, index: index, indexed: indexed}
+		done := commitResult{committed: true}
 		if res == "ok" {
 			done.fresh = events
 		}
@@ -565,28 +559,27 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 
 // prepareCommit writes, before a commit, the cross-job entries that must
 // not be missing if the writer dies right after it, in one round trip:
-//   - the outbox index entry: a crash between the two leaves an entry
-//     pointing at nothing (harmless) rather than an outbox nobody will
-//     ever flush (indexed again after it: see afterCommit);
+//   - the outbox index entry, unless the writer comes back (Change.Redone):
+//     a crash between the two leaves an entry pointing at nothing
+//     (harmless) rather than an outbox nobody will ever flush (indexed
+//     again after it: see afterCommit);
 //   - each new message's lookup by event id (JobOfMessage), as
 //     CreateMessage writes it, and its endpoint's listing
 //     (IndexEndpointMessage).
 //
 // Each is safe to repeat; a commit that then fails leaves them pointing
 // at nothing, which their readers skip.
-func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) (IndexEntry, bool, error) {
-	entry := IndexEntry{JobID: jobID}
-	if len(change.Outbox) == 0 && len(change.Messages) == 0 {
-		return entry, false, nil
+func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) error {
+	indexOutbox := len(change.Outbox) > 0 && !change.Redone
+	if !indexOutbox && len(change.Messages) == 0 {
+		return nil
 	}
 	if len(change.Messages) == 0 {
-		score, err := s.indexOutboxScore(ctx, jobID)
-		entry.Score = score
-		return entry, err == nil, err
+		return s.indexOutbox(ctx, jobID)
 	}
 	var index *redis.Cmd
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if len(change.Outbox) > 0 {
+		if indexOutbox {
 			index = s.indexOutboxIn(ctx, p, jobID)
 		}
 		looked := map[string]bool{}
@@ -601,30 +594,18 @@ func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) 
 		}
 		return nil
 	})
-	if index == nil {
-		if err != nil {
-			return entry, false, fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
-		}
-		return entry, false, nil
-	}
-	if isNoScript(index.Err()) {
+	if index != nil && isNoScript(index.Err()) {
 		// The pipeline's EVALSHA found no script (a restarted Redis): index
 		// the plain way, which loads it.
-		if entry.Score, err = s.indexOutboxScore(ctx, jobID); err != nil {
-			return entry, false, err
+		if err := s.indexOutbox(ctx, jobID); err != nil {
+			return err
 		}
-		if err := cmdsErr(cmds, index); err != nil {
-			return entry, false, fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
-		}
-		return entry, true, nil
+		err = cmdsErr(cmds, index)
 	}
 	if err != nil {
-		return entry, false, fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
+		return fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
 	}
-	if entry.Score, err = scoreOf(index); err != nil {
-		return entry, false, fmt.Errorf("index outbox of job %s: %w", jobID, err)
-	}
-	return entry, true, nil
+	return nil
 }
 
 // runUpdate runs the update script; when durable, it also waits for the

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
@@ -93,5 +94,71 @@ func TestFlushCommittedKeepsAnEntryReindexedMeanwhile(t *testing.T) {
 	}
 	if _, ok, err := st.OutboxIndexEntry(ctx, j.ID); err != nil || !ok {
 		t.Fatalf("the flush dropped the index entry a concurrent commit had just written (%v)", err)
+	}
+}
+
+// TestFlushRedoneCommit: a commit whose writer comes back if it dies
+// (Change.Redone) writes no index entry, and its flush needs none: the
+// entries are enqueued (a settled one acknowledged without its task) and
+// the outbox left empty. When an enqueue fails, the flush says so (the
+// writer's retry comes back) and indexes the outbox for the sweeper too.
+func TestFlushRedoneCommit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		enqueueFails bool
+		wantOutbox   int
+		wantIndexed  bool
+		wantErr      bool
+		wantPolls    int
+	}{
+		{name: "enqueued", wantPolls: 1},
+		{name: "an enqueue fails", enqueueFails: true, wantOutbox: 1, wantIndexed: true, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, tasks.ClientOptions{})
+			ctx := context.Background()
+			st := e.c.Store()
+			j := e.request(t, tasks.PreviewRequest{SessionCode: "S"})
+			poll := tasks.OutboxEntry(tasks.PollPreview{JobID: j.ID, SessionCode: j.SessionCode, Seq: 1}, time.Time{})
+			delivered := tasks.OutboxEntry(tasks.DeliverWebhook{JobID: j.ID, EventID: tasks.EventID(j.ID, "accepted"), EventType: string(store.EventAccepted), Destination: tasks.DestinationJob}, time.Time{})
+			_, c, err := st.UpdateCommitted(ctx, j.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+				return store.Change{Redone: true, Outbox: []store.OutboxEntry{poll, delivered}}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.Redone || c.Indexed || len(c.Outbox) != 2 {
+				t.Fatalf("UpdateCommitted reported %+v, want the commit's two entries, redone, unindexed", c)
+			}
+			if left := e.outboxIndex(t); len(left) != 0 {
+				t.Fatalf("outbox index after a redone commit: %+v, want none", left)
+			}
+
+			client := e.r.Client
+			if tt.enqueueFails {
+				client = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+				t.Cleanup(func() { _ = client.Close() })
+			}
+			enq := tasks.NewEnqueuer(asynq.NewClientFromRedisClient(client), st, e.q)
+			err = enq.FlushCommittedSettled(ctx, c, map[string]bool{delivered.ID: true})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("flush: %v, want an error: %v", err, tt.wantErr)
+			}
+			if ob := e.outbox(t, j.ID); len(ob) != tt.wantOutbox {
+				t.Errorf("outbox holds %d entries, want %d", len(ob), tt.wantOutbox)
+			}
+			if left := e.outboxIndex(t); (len(left) == 1 && left[0].JobID == j.ID) != tt.wantIndexed {
+				t.Errorf("outbox index after the flush: %+v, want the job indexed: %v", left, tt.wantIndexed)
+			}
+			if n := len(e.pending(t, e.q.Polls)); n != tt.wantPolls {
+				t.Errorf("%d polls pending, want %d", n, tt.wantPolls)
+			}
+			if n := len(e.pendingHooks(t)); n != 0 {
+				t.Errorf("%d deliveries pending, want none (the settled one is acknowledged)", n)
+			}
+		})
 	}
 }

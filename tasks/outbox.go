@@ -73,6 +73,7 @@ func decodeAs[P Payload](raw []byte) (Payload, error) {
 type outboxStore interface {
 	Outbox(ctx context.Context, jobID string) ([]store.OutboxEntry, error)
 	AckOutboxLeft(ctx context.Context, jobID string, ids ...string) (int64, error)
+	AckOutbox(ctx context.Context, jobID string, ids ...string) error
 	OutboxIndexEntry(ctx context.Context, jobID string) (store.IndexEntry, bool, error)
 	DropOutboxIndex(ctx context.Context, e store.IndexEntry) error
 	TouchOutboxIndex(ctx context.Context, jobID string) error
@@ -133,33 +134,30 @@ func (e *Enqueuer) FlushCommitted(ctx context.Context, c store.Committed) error 
 // some of the commit's entries itself (a webhook delivered right after the
 // commit): those named in settled are acknowledged without being enqueued.
 // Until then they wait in the outbox like any other, so a writer that dies
-// before this leaves them to the sweeper, which enqueues them.
+// before this leaves them to its re-run or the sweeper, which enqueue them.
+//
+// A commit that wrote no index entry, as its writer comes back if it dies
+// (store.Committed.Redone), is acknowledged without counting what is left:
+// only its own entries are its business. Should an enqueue fail, the
+// outbox is indexed for the sweeper, as Flush does, beside the writer's
+// own retry.
 func (e *Enqueuer) FlushCommittedSettled(ctx context.Context, c store.Committed, settled map[string]bool) error {
+	if c.Redone && len(c.Outbox) > 0 {
+		done, failed, errs := e.enqueueEntries(ctx, c.JobID, c.Outbox, settled)
+		if err := e.store.AckOutbox(ctx, c.JobID, done...); err != nil {
+			errs = append(errs, err)
+		}
+		if failed {
+			if err := e.store.TouchOutboxIndex(ctx, c.JobID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
 	if len(c.Outbox) == 0 || (!c.Indexed && len(settled) == 0) {
 		return e.Flush(ctx, c.JobID)
 	}
-	done := make([]string, 0, len(c.Outbox))
-	var errs []error
-	failed := false
-	for _, entry := range c.Outbox {
-		if settled[entry.ID] {
-			done = append(done, entry.ID)
-			continue
-		}
-		task, err := taskFromEntry(entry, e.queues)
-		if err != nil {
-			// A corrupt entry can never be enqueued: drop it, loudly.
-			errs = append(errs, err)
-			done = append(done, entry.ID)
-			continue
-		}
-		if err := e.enqueue(ctx, task); err != nil {
-			errs = append(errs, fmt.Errorf("enqueue %s of job %s: %w", entry.ID, c.JobID, err))
-			failed = true
-			continue
-		}
-		done = append(done, entry.ID)
-	}
+	done, failed, errs := e.enqueueEntries(ctx, c.JobID, c.Outbox, settled)
 	left, err := e.store.AckOutboxLeft(ctx, c.JobID, done...)
 	switch {
 	case err != nil:
@@ -182,14 +180,16 @@ func (e *Enqueuer) FlushCommittedSettled(ctx context.Context, c store.Committed,
 	return errors.Join(errs...)
 }
 
-func (e *Enqueuer) flush(ctx context.Context, jobID string, idx store.IndexEntry, indexed bool) error {
-	entries, err := e.store.Outbox(ctx, jobID)
-	if err != nil {
-		return err
-	}
-	var done []string
-	var errs []error
+// enqueueEntries enqueues a job's outbox entries but those in settled, and
+// returns those done with (enqueued, settled, or corrupt and dropped) for
+// the acknowledgement, and whether an enqueue failed.
+func (e *Enqueuer) enqueueEntries(ctx context.Context, jobID string, entries []store.OutboxEntry, settled map[string]bool) (done []string, failed bool, errs []error) {
+	done = make([]string, 0, len(entries))
 	for _, entry := range entries {
+		if settled[entry.ID] {
+			done = append(done, entry.ID)
+			continue
+		}
 		task, err := taskFromEntry(entry, e.queues)
 		if err != nil {
 			// A corrupt entry can never be enqueued: drop it, loudly.
@@ -199,10 +199,20 @@ func (e *Enqueuer) flush(ctx context.Context, jobID string, idx store.IndexEntry
 		}
 		if err := e.enqueue(ctx, task); err != nil {
 			errs = append(errs, fmt.Errorf("enqueue %s of job %s: %w", entry.ID, jobID, err))
+			failed = true
 			continue
 		}
 		done = append(done, entry.ID)
 	}
+	return done, failed, errs
+}
+
+func (e *Enqueuer) flush(ctx context.Context, jobID string, idx store.IndexEntry, indexed bool) error {
+	entries, err := e.store.Outbox(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	done, _, errs := e.enqueueEntries(ctx, jobID, entries, nil)
 	var left int64
 	if len(entries) > 0 {
 		if left, err = e.store.AckOutboxLeft(ctx, jobID, done...); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
 	"github.com/previewd/previewd/store"
@@ -56,15 +57,16 @@ type updateFunc = func(j *store.Job, now time.Time) (store.Change, error)
 
 // addressed returns fn with the events it emits addressed in the same
 // commit (tasks.Address) to the job's webhook_url and the endpoints as
-// they are now. redone marks the change of a task handler that runs again
-// if it dies before its flush, and flushes then (Change.Redone): every
-// handler does on finding its work done. The sweeper, and a task that was
-// given up, do not come back: their changes are not redone. The endpoints are read once, when the first event needs
-// them; if they cannot be read, the events keep their fan-out tasks,
-// which address them later.
-func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, redone bool, fn updateFunc) updateFunc {
+// they are now. inTask marks the change of a task handler, which runs
+// again if it dies before its flush while it has retries left (comesBack),
+// and flushes then (Change.Redone): every handler does on finding its work
+// done. The sweeper, and a task that was given up, do not come back. The
+// endpoints are read once, when the first event needs them; if they cannot
+// be read, the events keep their fan-out tasks, which address them later.
+func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, inTask bool, fn updateFunc) updateFunc {
 	var endpoints []store.Endpoint
 	var read, unreadable bool
+	redone := inTask && comesBack(ctx)
 	return func(j *store.Job, now time.Time) (store.Change, error) {
 		change, err := fn(j, now)
 		change.Redone = redone
@@ -83,6 +85,18 @@ func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, redone bool, 
 		tasks.Address(&change, j, now, endpoints)
 		return change, nil
 	}
+}
+
+// comesBack reports whether the running task runs again should this run
+// die before its flush: asynq re-runs a task that crashed, lost its lease
+// or failed while it has retries left. A crash on its last retry is
+// archived by asynq's recoverer, with no handler to notice: that run's
+// commits index their outbox for the sweeper. Outside asynq (no retry
+// counts in ctx) nothing comes back.
+func comesBack(ctx context.Context) bool {
+	retried, ok := asynq.GetRetryCount(ctx)
+	maxRetry, okMax := asynq.GetMaxRetry(ctx)
+	return ok && okMax && retried < maxRetry
 }
 
 // flushDelivering enqueues what a commit put in the outbox, after sending

@@ -2,12 +2,17 @@ package worker_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
 )
 
 // TestEventsNeedNoFanoutHop: an event's messages are created by the commit
@@ -72,6 +77,92 @@ func TestEventsNeedNoFanoutHop(t *testing.T) {
 			if wantTasks := len(evs) * tt.endpoints; processed != wantTasks {
 				t.Fatalf("%d events, %d endpoints: %d webhook tasks processed, want %d (one delivery per endpoint message, no fan-out)",
 					len(evs), tt.endpoints, processed, wantTasks)
+			}
+		})
+	}
+}
+
+// outboxIndexWrites counts the outbox index writes a client sends for one
+// job (the index script's calls naming it), whatever the pipeline.
+type outboxIndexWrites struct {
+	key, jobID string
+	n          atomic.Int64
+}
+
+func (c *outboxIndexWrites) count(cmd redis.Cmder) {
+	args := cmd.Args()
+	if len(args) < 5 || (args[0] != "evalsha" && args[0] != "eval") {
+		return
+	}
+	if args[3] == c.key && args[4] == c.jobID {
+		c.n.Add(1)
+	}
+}
+
+func (c *outboxIndexWrites) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *outboxIndexWrites) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.count(cmd); return next(ctx, cmd) }
+}
+func (c *outboxIndexWrites) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestOnlyALastRetryIndexesItsOutbox: a task handler's commits write no
+// outbox index entry while the task has retries left (should the run die
+// before its flush, asynq runs it again, and the re-run flushes), but on
+// its last retry, which asynq archives after a crash with no handler left
+// to flush, they do, for the sweeper. Judged from the index writes the
+// worker's Redis client sent for the job, and the job's end.
+func TestOnlyALastRetryIndexesItsOutbox(t *testing.T) {
+	tests := []struct {
+		name        string
+		lastRetry   bool // the request task runs on its last retry
+		wantIndexed bool
+	}{
+		{"retries left", false, false},
+		{"last retry", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			ctx := context.Background()
+			job := h.request("SESSION_LAST_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: time.Second})
+			if tt.lastRetry {
+				// The same task, but with no retry left.
+				p := tasks.RequestPreview{JobID: job.ID, SessionCode: job.SessionCode}
+				if err := h.inspector.DeleteTask(h.queues.Previews, p.TaskID()); err != nil {
+					t.Fatalf("delete the request task: %v", err)
+				}
+				task, err := tasks.NewTask(p, h.queues, time.Time{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := asynq.NewClientFromRedisClient(h.redis.Client).EnqueueContext(ctx, task, asynq.MaxRetry(0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writes := &outboxIndexWrites{key: h.redis.Namespace + ":index:outbox", jobID: job.ID}
+			opts, err := redis.ParseURL(h.redis.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rdb := redis.NewClient(opts)
+			t.Cleanup(func() { _ = rdb.Close() })
+			rdb.AddHook(writes)
+			h.workerRedis = rdb
+			h.start()
+			if got := h.waitFinal(job.ID, 30*time.Second); got.Status != store.StatusDone {
+				t.Fatalf("job %s, want done", got.Status)
+			}
+			h.waitEvent(job.ID, store.EventDone, 10*time.Second)
+			if n := writes.n.Load(); (n > 0) != tt.wantIndexed {
+				t.Fatalf("%d outbox index writes for the job, want some: %v", n, tt.wantIndexed)
 			}
 		})
 	}
