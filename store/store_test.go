@@ -242,6 +242,68 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestMessageRecordExpiresWithItsJob: a delivery record saved over the one
+// its event's commit created keeps expiring with the job, before and after
+// the job finishes (the commit that finishes it moves every key's expiry),
+// and a record saved where none was takes the job's expiry.
+func TestMessageRecordExpiresWithItsJob(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		byCommit  bool // the record was created by the event's commit
+		finish    bool // the job finishes before the record is saved
+		wantAbout time.Duration
+	}{
+		{"created by the commit, unfinished", true, false, 4 * time.Hour},
+		{"created by the commit, finished since", true, true, time.Hour},
+		{"new, unfinished", false, false, 4 * time.Hour},
+		{"new, finished", false, true, time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, r := newStore(t, nil)
+			ctx := context.Background()
+			job := newJob(time.Now())
+			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+				t.Fatal(err)
+			}
+			msg := store.Message{ID: "evt-1.job", EventID: "evt-1", Destination: store.DestinationJob, Status: store.MessagePending}
+			if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+				j.SetStatus(store.StatusGenerating, now, "")
+				change := store.Change{Events: []store.NewEvent{{ID: "evt-1", Type: store.EventAccepted}}}
+				if tt.byCommit {
+					change.Messages = []store.Message{msg}
+				}
+				return change, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.finish {
+				if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+					j.Finish(store.StatusDone, now, nil, "")
+					return store.Change{}, nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			msg.Status = store.MessageDelivered
+			if err := s.SaveMessage(ctx, job.ID, msg); err != nil {
+				t.Fatal(err)
+			}
+			key := s.KeysOf(job.ID)[3]
+			ttl := r.Client.PTTL(ctx, key).Val()
+			if ttl < tt.wantAbout-5*time.Minute || ttl > tt.wantAbout {
+				t.Fatalf("%s TTL = %s, want about %s, the job's", key, ttl, tt.wantAbout)
+			}
+			got, err := s.Message(ctx, job.ID, msg.ID)
+			if err != nil || got.Status != store.MessageDelivered {
+				t.Fatalf("saved record %+v (%v), want it delivered", got, err)
+			}
+		})
+	}
+}
+
 // TestOutboxIndex: a refreshed index entry survives a sweeper's drop of
 // the version it read.
 func TestOutboxIndex(t *testing.T) {

@@ -6,7 +6,15 @@
 -- delivery's own ride-through retries): it sets the same field to the same
 -- bytes and the same expiry. Only the delivery task that owns the message
 -- writes it this way; writes that may race others use update_message.lua.
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+--
+-- A record that was there already (the usual case: the commit that made
+-- the event created it) finds the hash expiring with its job: every writer
+-- of a new record sets the job's expiry, and every commit that moves the
+-- job's expiry (its final one, and any after) moves the hash's with it.
+-- Only a new record needs the expiry looked up.
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 1
+end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl <= 0 then
   ttl = ARGV[3]
