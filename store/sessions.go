@@ -33,19 +33,23 @@ func (s *Store) pushesKey(id string) string    { return s.ns + ":{" + id + "}:pu
 // session code. Safe to repeat: SADD adds once, and the set's expiry only
 // ever moves later (NX sets the first one, GT extends it).
 func (s *Store) IndexSession(ctx context.Context, code, jobID string, deadline time.Time) error {
-	key := s.sessionKey(code)
-	// Never zero or less: EXPIRE with that would delete the set.
-	ttl := max(deadline.Add(sessionIndexSlack).Sub(s.now()), sessionIndexSlack)
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, key, jobID)
-		p.ExpireNX(ctx, key, ttl)
-		p.ExpireGT(ctx, key, ttl)
+		s.indexSessionIn(ctx, p, code, jobID, deadline)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("index job %s under session %s: %w", jobID, code, err)
 	}
 	return nil
+}
+
+// indexSessionIn queues IndexSession's commands in a pipeline and returns
+// them.
+func (s *Store) indexSessionIn(ctx context.Context, p redis.Pipeliner, code, jobID string, deadline time.Time) []redis.Cmder {
+	key := s.sessionKey(code)
+	// Never zero or less: EXPIRE with that would delete the set.
+	ttl := max(deadline.Add(sessionIndexSlack).Sub(s.now()), sessionIndexSlack)
+	return []redis.Cmder{p.SAdd(ctx, key, jobID), p.ExpireNX(ctx, key, ttl), p.ExpireGT(ctx, key, ttl)}
 }
 
 // maxSessionJobs bounds what one push reads: a session has a handful of

@@ -185,9 +185,29 @@ var (
 // job was created with (compare it to detect an idempotency key reused for a
 // different request). The outbox entries are stored with a new job only.
 func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Job, bool, string, error) {
+	c, err := s.CreateCommitted(ctx, job, fingerprint, outbox)
+	return c.Job, c.New, c.Fingerprint, err
+}
+
+// Created is what CreateCommitted did.
+type Created struct {
+	Job         Job    // the stored job: this request's, or the one it repeats
+	New         bool   // this call created it
+	Fingerprint string // the request fingerprint the stored job was created with
+	// Committed is a new job's outbox as the creation wrote it and indexed
+	// it, for its creator's flush from memory (FlushCommitted); for a
+	// repeat, only the job id (the repeat's flush reads the outbox).
+	Committed Committed
+}
+
+// CreateCommitted is Create, and also reports what a new job's creation
+// put in its outbox. A new job also enters its session's index (see
+// IndexSession) in the round trip that finishes its other entries.
+func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Created, error) {
+	none := Created{Committed: Committed{JobID: job.ID}}
 	doc, err := marshalRecord(job)
 	if err != nil {
-		return Job{}, false, "", fmt.Errorf("encode job %s: %w", job.ID, err)
+		return none, fmt.Errorf("encode job %s: %w", job.ID, err)
 	}
 	// Indexed before the job exists, in one round trip: the outbox, so that
 	// a crash before the script leaves an index entry pointing at nothing
@@ -211,14 +231,20 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 		return nil
 	})
 	var rerun []redis.Cmder // pipelined by hash, run again by indexOutbox
+	var indexScore float64
 	if index != nil && isNoScript(index.Err()) {
-		if err := s.indexOutbox(ctx, job.ID); err != nil {
-			return Job{}, false, "", err
+		if indexScore, err = s.indexOutboxScore(ctx, job.ID); err != nil {
+			return none, err
 		}
 		rerun = append(rerun, index)
 	}
 	if err := cmdsErr(cmds, rerun...); err != nil {
-		return Job{}, false, "", fmt.Errorf("index job %s: %w", job.ID, err)
+		return none, fmt.Errorf("index job %s: %w", job.ID, err)
+	}
+	if index != nil && len(rerun) == 0 {
+		if indexScore, err = scoreOf(index); err != nil {
+			return none, fmt.Errorf("index outbox of job %s: %w", job.ID, err)
+		}
 	}
 	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), newNonce(), len(outbox)}
 	for _, e := range outbox {
@@ -226,7 +252,7 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	}
 	res, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(job.ID), s.outboxKey(job.ID)}, args...).Slice()
 	if err != nil {
-		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
+		return none, fmt.Errorf("create job %s: %w", job.ID, err)
 	}
 	isNew, _ := res[0].(int64)
 	if mine, _ := sliceInt(res, 3); isNew == 1 || mine == 1 {
@@ -236,26 +262,31 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 		// An NX above that answered 1 wrote this job's own score: only
 		// one that found an entry (or whose reply was lost, and re-sent)
 		// needs writing again.
-		var incr *redis.IntCmd
+		var bestEffort []redis.Cmder
 		cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			if deadlineNX.Val() != 1 {
 				s.fixDeadlineIndexIn(ctx, p, job, true)
 			}
 			s.indexListingIn(ctx, p, job, "", createdNX.Val() != 1)
-			incr = p.Incr(ctx, s.statsKey("jobs_created"))
+			bestEffort = append(bestEffort, p.Incr(ctx, s.statsKey("jobs_created")))
+			bestEffort = append(bestEffort, s.indexSessionIn(ctx, p, job.SessionCode, job.ID, job.Deadline)...)
 			return nil
 		})
-		// Best effort for the counter: a lost increment only skews a metric.
-		if err := cmdsErr(cmds, incr); err != nil {
-			return job, true, fingerprint, fmt.Errorf("index job %s: %w", job.ID, err)
+		// Best effort for the counter (a lost increment only skews a
+		// metric) and the session index (a push then misses the job, whose
+		// safety-net poll still ends it).
+		created := Created{Job: job, New: true, Fingerprint: fingerprint,
+			Committed: Committed{JobID: job.ID, Outbox: outbox, Index: IndexEntry{JobID: job.ID, Score: indexScore}, Indexed: index != nil}}
+		if err := cmdsErr(cmds, bestEffort...); err != nil {
+			return created, fmt.Errorf("index job %s: %w", job.ID, err)
 		}
-		return job, true, fingerprint, nil
+		return created, nil
 	}
 	storedFingerprint, _ := res[1].(string)
 	storedDoc, _ := res[2].(string)
 	var stored Job
 	if err := unmarshalRecord([]byte(storedDoc), &stored); err != nil {
-		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
+		return none, fmt.Errorf("decode job %s: %w", job.ID, err)
 	}
 	// A repeat also repairs the listing a crashed creator may have missed
 	// (the creation entry included: the NX above may have put this
@@ -265,10 +296,11 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 		s.indexListingIn(ctx, p, stored, "", true)
 		return nil
 	})
+	repeat := Created{Job: stored, Fingerprint: storedFingerprint, Committed: Committed{JobID: stored.ID}}
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return stored, false, storedFingerprint, fmt.Errorf("index job %s: %w", stored.ID, err)
+		return repeat, fmt.Errorf("index job %s: %w", stored.ID, err)
 	}
-	return stored, false, storedFingerprint, nil
+	return repeat, nil
 }
 
 // Get returns the job with the given id, or ErrNotFound.

@@ -106,22 +106,27 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 	job := newJob(req, JobID(req, fp), c.opts.Now(), c.opts.JobDeadline)
 	entry := OutboxEntry(RequestPreview{JobID: job.ID, SessionCode: job.SessionCode}, time.Time{})
 
-	stored, created, storedFP, err := c.store.Create(ctx, job, fp, []store.OutboxEntry{entry})
+	res, err := c.store.CreateCommitted(ctx, job, fp, []store.OutboxEntry{entry})
 	if err != nil {
 		return store.Job{}, false, err
 	}
-	if storedFP != fp {
+	stored := res.Job
+	if res.Fingerprint != fp {
 		return stored, false, fmt.Errorf("job %s: %w", stored.ID, ErrIdempotencyConflict)
 	}
-	// Best effort, and repeated by any repeat of the request: without it a
-	// push for the session misses this job, whose safety-net poll still ends it.
-	_ = c.store.IndexSession(ctx, stored.SessionCode, stored.ID, stored.Deadline)
-	// Also for an existing job: if its creator died before enqueueing, this
-	// repeat finishes the job's creation.
-	if err := c.enqueuer.Flush(ctx, stored.ID); err != nil {
-		return stored, created, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
+	if !res.New {
+		// Best effort, and repeated by any repeat of the request (a new
+		// job's creation wrote it): without it a push for the session
+		// misses this job, whose safety-net poll still ends it.
+		_ = c.store.IndexSession(ctx, stored.SessionCode, stored.ID, stored.Deadline)
 	}
-	return stored, created, nil
+	// A new job is flushed from what its creation wrote; a repeat reads the
+	// outbox: if the job's creator died before enqueueing, this repeat
+	// finishes the job's creation.
+	if err := c.enqueuer.FlushCommitted(ctx, res.Committed); err != nil {
+		return stored, res.New, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
+	}
+	return stored, res.New, nil
 }
 
 // List returns a page of jobs, newest first (see store.ListOptions).

@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +161,80 @@ func TestFlushRedoneCommit(t *testing.T) {
 				t.Errorf("%d deliveries pending, want none (the settled one is acknowledged)", n)
 			}
 		})
+	}
+}
+
+// commandNames records the names of the commands a client sends.
+type commandNames struct {
+	mu    sync.Mutex
+	names map[string]int
+}
+
+func (c *commandNames) add(cmds ...redis.Cmder) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cmd := range cmds {
+		c.names[cmd.Name()]++
+	}
+}
+
+func (c *commandNames) count(names ...string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, name := range names {
+		n += c.names[name]
+	}
+	return n
+}
+
+func (c *commandNames) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *commandNames) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.add(cmd); return next(ctx, cmd) }
+}
+func (c *commandNames) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.add(cmds...); return next(ctx, cmds) }
+}
+
+// TestNewJobIsFlushedFromItsCreation: a new job's request task is enqueued
+// from what its creation wrote, without reading the outbox or its index
+// back, and ends as any flush does (the task pending, the outbox empty, no
+// index entry left) with the job in its session's index; a repeat of the
+// request reads the outbox (its creator may have died before enqueueing).
+func TestNewJobIsFlushedFromItsCreation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, tasks.ClientOptions{})
+	ctx := context.Background()
+	names := &commandNames{names: map[string]int{}}
+	e.r.Client.AddHook(names)
+	req := tasks.PreviewRequest{SessionCode: "S_FLUSH_NEW", IdempotencyKey: "k-" + t.Name()}
+	j := e.request(t, req)
+	if n := names.count("hgetall", "zscore"); n != 0 {
+		t.Errorf("a new job's creation read its outbox or index back (%d reads)", n)
+	}
+	if ob := e.outbox(t, j.ID); len(ob) != 0 {
+		t.Errorf("outbox still holds %d entries", len(ob))
+	}
+	if left := e.outboxIndex(t); len(left) != 0 {
+		t.Errorf("outbox index after the creation: %+v, want none", left)
+	}
+	checkIDs(t, "pending", taskIDs(e.pending(t, e.q.Previews)), map[string]bool{"request:" + j.ID: true})
+	ids, err := e.c.Store().SessionJobs(ctx, req.SessionCode)
+	if err != nil || len(ids) != 1 || ids[0] != j.ID {
+		t.Fatalf("session index %v (%v), want the job", ids, err)
+	}
+
+	// A repeat, after its creator died between the creation and the
+	// enqueue (the task deleted, the entry put back): it finishes the job.
+	if err := e.inspector.DeleteTask(e.q.Previews, "request:"+j.ID); err != nil {
+		t.Fatal(err)
+	}
+	addOutbox(t, e, j.ID, tasks.OutboxEntry(tasks.RequestPreview{JobID: j.ID, SessionCode: j.SessionCode}, time.Time{}))
+	if again := e.request(t, req); again.ID != j.ID {
+		t.Fatalf("repeat made job %s, want %s", again.ID, j.ID)
+	}
+	checkIDs(t, "pending", taskIDs(e.pending(t, e.q.Previews)), map[string]bool{"request:" + j.ID: true})
+	if ob := e.outbox(t, j.ID); len(ob) != 0 {
+		t.Errorf("outbox still holds %d entries after the repeat", len(ob))
 	}
 }
