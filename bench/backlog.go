@@ -2,11 +2,15 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/previewd/previewd/csmsim"
+	"github.com/previewd/previewd/tasks"
 	"github.com/previewd/previewd/worker"
 )
 
@@ -104,13 +108,16 @@ type BacklogRound struct {
 	// the running jobs finished when it is above 0).
 	BacklogAccepted    int `json:"backlog_accepted"`
 	BacklogQueuedAtEnd int `json:"backlog_queued_at_end"`
-	// BacklogLeft is the backlog's request tasks left in the queue after
-	// the worker stopped, and BacklogPOSTs the POSTs CSM accepted for it
-	// in all: every backlog job is accepted or still queued
-	// (BacklogAcceptedAll + BacklogLeft == Backlog), once each.
+	// BacklogLeft is how many backlog jobs CSM had not accepted when the
+	// worker stopped but whose request task asynq still holds, BacklogLost
+	// how many have neither (none should), and BacklogPOSTs the POSTs CSM
+	// accepted for the backlog in all. Each job is counted once:
+	// BacklogAcceptedAll + BacklogLeft + BacklogLost == Backlog (a job
+	// accepted whose task a shutdown put back counts as accepted).
 	BacklogAcceptedAll int     `json:"backlog_accepted_all"`
 	BacklogPOSTs       int     `json:"backlog_posts"`
 	BacklogLeft        int     `json:"backlog_left"`
+	BacklogLost        int     `json:"backlog_lost"`
 	Seconds            float64 `json:"seconds"`
 	// Upstream is what the simulator saw from the backlog's enqueueing to
 	// the last running job's final webhook, RateLimit the limit.
@@ -231,14 +238,14 @@ func (r *rig) backlogRound(ctx context.Context, opts BacklogOptions, round, back
 	}
 
 	queued := csmsim.SessionConfig{Schema: csmsim.SchemaLegacy, GenerationTime: time.Nanosecond}
-	blCodes := make([]string, backlog)
+	blCodes, blIDs := make([]string, backlog), make([]string, backlog)
 	for i := range blCodes {
 		blCodes[i] = fmt.Sprintf("BENCH_%s_BL%d_%06d", r.run[:8], round, i)
 		r.sim.AddSession(blCodes[i], queued)
 	}
 	queuedAt := time.Now()
-	if err := enqueueAll(ctx, backlog, func(ctx context.Context, i int) error {
-		_, err := lw.enqueue(ctx, r, blCodes[i], opts.Running+i)
+	if err := enqueueAll(ctx, backlog, func(ctx context.Context, i int) (err error) {
+		blIDs[i], err = lw.enqueue(ctx, r, blCodes[i], opts.Running+i)
 		return err
 	}); err != nil {
 		return BacklogRound{}, err
@@ -258,8 +265,20 @@ func (r *rig) backlogRound(ctx context.Context, opts BacklogOptions, round, back
 		return p, fmt.Errorf("worker: %w", err)
 	}
 	p.BacklogAcceptedAll, p.BacklogPOSTs = r.accepted(blCodes)
-	if p.BacklogLeft, err = r.queued(lw.queues.Previews); err != nil {
-		return p, err
+	insp := asynq.NewInspectorFromRedisClient(r.rdb)
+	for i, code := range blCodes {
+		if r.sim.AcceptedPreviews(code) > 0 {
+			continue
+		}
+		id := tasks.RequestPreview{JobID: blIDs[i], SessionCode: code}.TaskID()
+		switch _, err := insp.GetTaskInfo(lw.queues.Previews, id); {
+		case err == nil:
+			p.BacklogLeft++
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			p.BacklogLost++
+		default:
+			return p, fmt.Errorf("request task of %s: %w", code, err)
+		}
 	}
 	return p, nil
 }
@@ -280,8 +299,8 @@ func (p BacklogRound) write(w io.Writer) {
 	if p.Machine != "" {
 		fmt.Fprintf(w, "  machine     %s\n", p.Machine)
 	}
-	fmt.Fprintf(w, "  no loss     %d accepted (%d POSTs) + %d left queued after the worker stopped = %d of %d\n",
-		p.BacklogAcceptedAll, p.BacklogPOSTs, p.BacklogLeft, p.BacklogAcceptedAll+p.BacklogLeft, p.Backlog)
+	fmt.Fprintf(w, "  no loss     %d accepted (%d POSTs) + %d left queued after the worker stopped + %d lost = %d of %d\n",
+		p.BacklogAcceptedAll, p.BacklogPOSTs, p.BacklogLeft, p.BacklogLost, p.BacklogAcceptedAll+p.BacklogLeft+p.BacklogLost, p.Backlog)
 }
 
 // detectionsOf is detections with each job's own generation time.
