@@ -33,8 +33,10 @@ type Store interface {
 	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
 	UpdateEndpoint(ctx context.Context, id string, fn func(e *store.Endpoint, now time.Time) error) (store.Endpoint, error)
 	IndexEndpointMessage(ctx context.Context, endpointID, msgID string, at time.Time) error
-	AcquireSlot(ctx context.Context, destination, holder string, limit int, lease time.Duration) (bool, error)
-	ReleaseSlot(ctx context.Context, destination, holder string) error
+	// AcquireSlots and ReleaseSlots take and give back a delivery's slots
+	// (slots.go), each in one round trip.
+	AcquireSlots(ctx context.Context, holder string, lease time.Duration, slots []store.Slot) (bool, error)
+	ReleaseSlots(ctx context.Context, holder string, destinations []string) error
 }
 
 // CSM is what the handlers need of the CSM client.

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/webhook"
 )
 
@@ -31,8 +32,8 @@ import (
 // Each slot is a sorted set of its own (slot keys are cross-job, so never
 // one multi-key command); taking one is idempotent per holder, so a command
 // re-sent after a network error is harmless. A delivery holds all its slots
-// or none: taking them one by one, it gives back what it took as soon as
-// one is busy.
+// or none: it takes those it knows of in one pipeline and, when one is busy
+// or the pipeline failed, gives them all back in another.
 
 // slotSet is the slots one delivery holds, released together.
 type slotSet struct {
@@ -73,25 +74,25 @@ func (h *Handlers) newSlotSet(holder string) *slotSet {
 	return &slotSet{h: h, holder: holder, lease: 2*h.webhooks.AttemptTimeout + 10*time.Second}
 }
 
-// take acquires the slots in order. It reports false, having given back
-// every slot this call took, as soon as one is busy; on an error it gives
-// them back too and returns the error.
+// take acquires slots, those this set does not hold yet, in one round
+// trip. It reports false when one is busy and returns the store's error
+// when it failed; either way it has given back every slot this call asked
+// for, in one more round trip: a slot whose acquire failed may still have
+// been taken (the reply was lost), and ZREM of a non-member is harmless.
 func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (bool, error) {
 	n := len(s.held)
+	var want []store.Slot
 	for _, sl := range slots {
 		if slices.Contains(s.held, sl.key) {
 			continue // one key counts once (an IP literal's domain slot is its address's)
 		}
-		ok, err := s.h.store.AcquireSlot(ctx, sl.key, s.holder, sl.limit, s.lease)
-		if err != nil || !ok {
-			// A slot whose acquire failed may still have been taken (the
-			// reply was lost): give it back too; ZREM of a non-member is
-			// harmless.
-			s.held = append(s.held, sl.key)
-			s.releaseFrom(ctx, log, n)
-			return false, err
-		}
 		s.held = append(s.held, sl.key)
+		want = append(want, store.Slot{Destination: sl.key, Limit: sl.limit})
+	}
+	ok, err := s.h.store.AcquireSlots(ctx, s.holder, s.lease, want)
+	if err != nil || !ok {
+		s.releaseFrom(ctx, log, n)
+		return false, err
 	}
 	return true, nil
 }
@@ -99,13 +100,18 @@ func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (boo
 // release gives every slot back.
 func (s *slotSet) release(ctx context.Context, log *zap.Logger) { s.releaseFrom(ctx, log, 0) }
 
+// releaseFrom gives back the slots held from index from on, in one round
+// trip, even when ctx has ended (a holder that timed out still frees its
+// slots now rather than when its lease ends).
 func (s *slotSet) releaseFrom(ctx context.Context, log *zap.Logger, from int) {
+	keys := s.held[from:]
+	s.held = s.held[:from]
+	if len(keys) == 0 {
+		return
+	}
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	for _, key := range s.held[from:] {
-		if err := s.h.store.ReleaseSlot(bctx, key, s.holder); err != nil {
-			log.Warn("delivery slot not released; its lease frees it", zap.String("slot", key), zap.Error(err))
-		}
+	if err := s.h.store.ReleaseSlots(bctx, s.holder, keys); err != nil {
+		log.Warn("delivery slots not released; their leases free them", zap.Strings("slots", keys), zap.Error(err))
 	}
-	s.held = s.held[:from]
 }
