@@ -472,9 +472,11 @@ func nextSeen(version string, doc []byte) Seen {
 //     (Change.Redone) writes no entry, before or after.
 //   - The status listing, when the status changed. Best effort: listings
 //     check each job's status as they read it.
-//   - On reaching a final status, the deadline entry and the counter. Best
-//     effort: the sweeper drops index entries of final jobs, and a lost
-//     increment only skews a metric.
+//   - On reaching a final status, the deadline entry, the counter and the
+//     session index entry (see IndexSession). Best effort: the sweeper
+//     drops deadline entries of final jobs, a lost increment only skews a
+//     metric, and a session's stale entry is checked by every pusher and
+//     expires with the set.
 func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Change, res commitResult) Committed {
 	outbox := change.Outbox
 	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}, Redone: change.Redone}
@@ -494,6 +496,7 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 		if finished {
 			p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
 			p.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status)))
+			p.SRem(ctx, s.sessionKey(j.SessionCode), j.ID)
 		}
 		return nil
 	})

@@ -381,3 +381,47 @@ func TestHistoryIsBounded(t *testing.T) {
 		t.Fatalf("history of %d entries, first %+v, last %+v", len(j.History), j.History[0], j.History[len(j.History)-1])
 	}
 }
+
+// TestFinishedJobLeavesItsSessionIndex: the commit that finishes a job,
+// whoever makes it, drops the job from its session's index (pushes for the
+// session then find only live jobs); an unfinished job stays.
+func TestFinishedJobLeavesItsSessionIndex(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status store.Status
+		want   int // jobs left in the session's index
+	}{
+		{"generating", store.StatusGenerating, 1},
+		{"done", store.StatusDone, 0},
+		{"canceled", store.StatusCanceled, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, _ := newStore(t, nil)
+			ctx := context.Background()
+			job := newJob(time.Now())
+			job.SessionCode = "SESSION_LEAVES_" + uuid.NewString()[:8]
+			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+				t.Fatal(err)
+			}
+			if ids, err := s.SessionJobs(ctx, job.SessionCode); err != nil || len(ids) != 1 {
+				t.Fatalf("a new job's session index %v (%v), want the job", ids, err)
+			}
+			if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+				if tt.status.Final() {
+					j.Finish(tt.status, now, nil, "")
+				} else {
+					j.SetStatus(tt.status, now, "")
+				}
+				return store.Change{}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if ids, err := s.SessionJobs(ctx, job.SessionCode); err != nil || len(ids) != tt.want {
+				t.Fatalf("session index after %s: %v (%v), want %d jobs", tt.status, ids, err, tt.want)
+			}
+		})
+	}
+}

@@ -109,7 +109,6 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 // store.NotePush and tasks.Pusher): *store.Store has it.
 type pushes interface {
 	Pushes(ctx context.Context, jobID string) (int64, error)
-	UnindexSession(ctx context.Context, code, jobID string) error
 }
 
 // pushCount reads the job's push count when pushes are on; ok is false
@@ -128,23 +127,11 @@ func (h *Handlers) pushCount(ctx context.Context, jobID string) (n int64, ok boo
 // missed: the next step of the chain, just committed, is enqueued due now
 // (the flush that follows finds it enqueued, by its id). A push after this
 // check finds the new step and hurries it itself (tasks.Pusher), so no push
-// is lost and no second chain starts. A finished job leaves the session
-// index (stale entries are harmless: pushers check each job).
+// is lost and no second chain starts. (A finished job leaves the session
+// index with the commit that finishes it: see store.afterCommit.)
 func (h *Handlers) afterPoll(ctx context.Context, log *zap.Logger, job store.Job, before int64, ok bool) {
 	ps, on := h.store.(pushes)
-	if !on {
-		return
-	}
-	if job.Status.Final() {
-		// Whether or not pushes are on here: the index is written by every
-		// producer, and a finished job's entry would otherwise be kept
-		// until the job's deadline.
-		if err := ps.UnindexSession(ctx, job.SessionCode, job.ID); err != nil {
-			log.Debug("could not drop the job from its session index; it expires", zap.Error(err))
-		}
-		return
-	}
-	if !ok || h.polling.PushInterval <= 0 || job.Status != store.StatusGenerating {
+	if !on || !ok || h.polling.PushInterval <= 0 || job.Status != store.StatusGenerating {
 		return
 	}
 	after, err := ps.Pushes(ctx, job.ID)
