@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
@@ -54,5 +56,36 @@ func TestMessageOfAnOlderEvent(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no delivery task %s for the replay of an older event", want)
+	}
+}
+
+// TestMessageNotFound: a message id that names no message, whatever the
+// shape of its event id, is not found by Message or Replay, and the
+// attempt writes nothing (a replay of an id that carries an unknown job
+// must not create a record there).
+func TestMessageNotFound(t *testing.T) {
+	e := newEnv(t, tasks.ClientOptions{})
+	ctx := context.Background()
+	job := e.request(t, tasks.PreviewRequest{SessionCode: "SESSION_NF_" + testutil.RandomHex(4)})
+	before := len(e.allKeys(t))
+	for _, tt := range []struct{ name, id string }{
+		{name: "an event of an unknown job", id: tasks.EventID(uuid.NewString(), "final") + ".job"},
+		{name: "an unknown event of a job", id: tasks.EventID(job.ID, "final") + ".job"},
+		{name: "an older event without its lookup key", id: "evt_" + testutil.RandomHex(16) + ".job"},
+		{name: "no event id", id: "evt_x.job"},
+		{name: "no destination", id: tasks.EventID(job.ID, "final")},
+		{name: "key pattern", id: "*.job"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := e.c.Message(ctx, tt.id); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("Message(%q) = %v, want ErrNotFound", tt.id, err)
+			}
+			if _, err := e.c.Replay(ctx, tt.id); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("Replay(%q) = %v, want ErrNotFound", tt.id, err)
+			}
+		})
+	}
+	if keys := e.allKeys(t); len(keys) != before {
+		t.Errorf("lookups of unknown messages wrote keys: %q", keys)
 	}
 }
