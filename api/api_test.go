@@ -409,8 +409,12 @@ func TestEndpointsAPI(t *testing.T) {
 	}
 	resp, body = e.do(call{method: "GET", path: "/v1/endpoints/" + created.ID})
 	e.problem(resp, body, 404, "")
-	resp, body = e.do(call{method: "POST", path: "/v1/messages/evt_0123456789abcdef0123456789abcdef.job/replay"})
-	e.problem(resp, body, 404, "")
+	// An older event's id with no lookup key, and one that carries a job
+	// that does not exist.
+	for _, msgID := range []string{"evt_0123456789abcdef0123456789abcdef.job", tasks.EventID("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "final") + ".job"} {
+		resp, body = e.do(call{method: "POST", path: "/v1/messages/" + msgID + "/replay"})
+		e.problem(resp, body, 404, "")
+	}
 }
 
 func TestProbesAndDocs(t *testing.T) {

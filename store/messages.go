@@ -198,29 +198,75 @@ func SplitMessageID(msgID string) (eventID, destination string, ok bool) {
 }
 
 // CreateMessage stores a pending delivery record unless the message exists
-// (fan-out may run more than once), and remembers which job the event
-// belongs to so that a message can be found by its id alone.
+// (fan-out may run more than once). It writes nothing else: the message is
+// found by its id alone because its event's id carries the job's (see
+// JobOfEvent).
 func (s *Store) CreateMessage(ctx context.Context, jobID string, m Message) error {
-	if err := s.writeMessage(ctx, createMessageScript, "create", jobID, m); err != nil {
-		return err
+	return s.writeMessage(ctx, createMessageScript, "create", jobID, m)
+}
+
+// Event ids come in two shapes, both made by tasks.EventID: "evt_" + the
+// job id's 32 hex digits + 16 hex digits of a hash of the fact (since
+// events carry their job), and "evt_" + 32 hex digits of a UUIDv5 (older
+// events, whose job is found through a lookup key).
+const (
+	eventIDPrefix    = "evt_"
+	eventIDLen       = len(eventIDPrefix) + 32 + 16
+	legacyEventIDLen = len(eventIDPrefix) + 32
+)
+
+// JobOfEvent returns the id of the job an event id carries, or false for an
+// id of another shape (an older event's, or not an event id at all). The
+// id carries the job's 32 hex digits: the job id is them in the UUID form
+// job ids have (tasks.JobID), so the job of a message needs no lookup.
+func JobOfEvent(eventID string) (jobID string, ok bool) {
+	if len(eventID) != eventIDLen || !strings.HasPrefix(eventID, eventIDPrefix) || !isLowerHex(eventID[len(eventIDPrefix):]) {
+		return "", false
 	}
-	if err := s.rdb.Set(ctx, s.eventJobKey(m.EventID), jobID, s.retention+24*time.Hour).Err(); err != nil {
-		return fmt.Errorf("index event %s: %w", m.EventID, err)
+	h := eventID[len(eventIDPrefix) : len(eventIDPrefix)+32]
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], true
+}
+
+// isLegacyEventID reports whether id has the shape of an event made before
+// event ids carried their job: only those have a lookup key.
+func isLegacyEventID(id string) bool {
+	return len(id) == legacyEventIDLen && strings.HasPrefix(id, eventIDPrefix) && isLowerHex(id[len(eventIDPrefix):])
+}
+
+func isLowerHex(s string) bool {
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
 	}
-	return nil
+	return true
 }
 
 func (s *Store) eventJobKey(eventID string) string { return s.ns + ":event:" + eventID }
 
-// EventLookupKey is the key that maps an event to its job (outside the
-// job's hash tag, as it is found by event id alone).
+// EventLookupKey is the key that maps an event made before event ids
+// carried their job to its job (outside the job's hash tag, as it is found
+// by event id alone). No new key of this kind is written: the ones left
+// expire with their events' retention, and tests write one by hand to
+// check that JobOfMessage still reads them.
 func (s *Store) EventLookupKey(eventID string) string { return s.eventJobKey(eventID) }
 
-// JobOfMessage returns the id of the job a message belongs to.
+// JobOfMessage returns the id of the job a message belongs to (ErrNotFound
+// when its id names no event). A message of an event whose id carries its
+// job costs no Redis command; one of an older event is found through its
+// event's lookup key, while that lasts. Whether the message exists is for
+// the caller's read of it to say.
 func (s *Store) JobOfMessage(ctx context.Context, msgID string) (string, error) {
 	eventID, _, ok := SplitMessageID(msgID)
 	if !ok {
 		return "", fmt.Errorf("message %q: %w", msgID, ErrNotFound)
+	}
+	if jobID, ok := JobOfEvent(eventID); ok {
+		return jobID, nil
+	}
+	if !isLegacyEventID(eventID) {
+		// No lookup key was ever written for an id of no known shape.
+		return "", fmt.Errorf("message %s: %w", msgID, ErrNotFound)
 	}
 	jobID, err := s.rdb.Get(ctx, s.eventJobKey(eventID)).Result()
 	if errors.Is(err, redis.Nil) {

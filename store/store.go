@@ -135,8 +135,9 @@ type Change struct {
 	// Messages are delivery records created with the change (the events'
 	// messages, addressed at commit instead of by a fan-out task): a
 	// record already there is kept, so a re-run cannot reset one that a
-	// delivery moved on. Their ids must name events of this job, as the
-	// lookup by message id is written for each (see JobOfMessage).
+	// delivery moved on. Their ids must name events of this job, as a
+	// message is found by its id alone through the job its event id
+	// carries (see JobOfMessage).
 	Messages []Message
 	// Durable asks Update to return only once Options.MinReplicas replicas
 	// hold the change, or ErrNotReplicated (the change stays committed on
@@ -598,9 +599,9 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 //     a crash between the two leaves an entry pointing at nothing
 //     (harmless) rather than an outbox nobody will ever flush (indexed
 //     again after it: see afterCommit);
-//   - each new message's lookup by event id (JobOfMessage), as
-//     CreateMessage writes it, and its endpoint's listing
-//     (IndexEndpointMessage).
+//   - each new message's endpoint listing (IndexEndpointMessage); a
+//     message needs no lookup by id, its event id carries the job
+//     (JobOfEvent).
 //
 // Each is safe to repeat; a commit that then fails leaves them pointing
 // at nothing, which their readers skip.
@@ -617,12 +618,7 @@ func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) 
 		if indexOutbox {
 			index = s.indexOutboxIn(ctx, p, jobID)
 		}
-		looked := map[string]bool{}
 		for _, m := range change.Messages {
-			if !looked[m.EventID] {
-				looked[m.EventID] = true
-				p.Set(ctx, s.eventJobKey(m.EventID), jobID, s.retention+24*time.Hour)
-			}
 			if m.Destination != DestinationJob {
 				s.indexEndpointMessageIn(ctx, p, m.Destination, m.ID, m.CreatedAt)
 			}

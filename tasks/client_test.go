@@ -401,7 +401,9 @@ func TestRequestPreviewPrivateWebhooks(t *testing.T) {
 	}
 }
 
-var eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{32}$`)
+// eventIDPattern is the shape of a new event's id: evt_, then its job's 32
+// hex digits and 16 of its fact's hash (older events had 32 in all).
+var eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{48}$`)
 
 func TestCancelQueuedJob(t *testing.T) {
 	tests := []struct {
@@ -448,7 +450,7 @@ func TestCancelQueuedJob(t *testing.T) {
 			for id, body := range events {
 				eventID = id
 				if !eventIDPattern.MatchString(id) {
-					t.Errorf("event id %q is not evt_<32 hex>", id)
+					t.Errorf("event id %q is not evt_<48 hex>", id)
 				}
 				if body.Type != store.EventCanceled || body.Data.ID != created.ID || body.Data.Status != store.StatusCanceled {
 					t.Errorf("event %s: type %s for job %s in %s", id, body.Type, body.Data.ID, body.Data.Status)
@@ -725,7 +727,10 @@ func TestEventID(t *testing.T) {
 	for i := range 1000 {
 		id := tasks.EventID(testJobID, "fact/"+strconv.Itoa(i))
 		if !eventIDPattern.MatchString(id) {
-			t.Fatalf("EventID() = %q, not evt_<32 hex>", id)
+			t.Fatalf("EventID() = %q, not evt_<48 hex>", id)
+		}
+		if jobID, ok := store.JobOfEvent(id); !ok || jobID != testJobID {
+			t.Fatalf("JobOfEvent(%q) = %q, %v; want %s, true", id, jobID, ok, testJobID)
 		}
 		if seen[id] {
 			t.Fatalf("EventID repeated %q for another fact", id)
@@ -733,6 +738,22 @@ func TestEventID(t *testing.T) {
 		seen[id] = true
 		if err := (tasks.DeliverWebhook{JobID: testJobID, EventID: id, EventType: "x", Destination: "job"}).Validate(); err != nil {
 			t.Fatalf("an event id does not validate in a payload: %v", err)
+		}
+	}
+}
+
+// TestEventIDOfAJobIDNotCanonical: an id that carries a job must give back
+// exactly the job id it was made from, or its messages would be looked for
+// under another job; a job id that is not a canonical UUID (tasks.JobID
+// makes none) gets the older shape, which carries none.
+func TestEventIDOfAJobIDNotCanonical(t *testing.T) {
+	for _, jobID := range []string{strings.ToUpper(testJobID), "{" + testJobID + "}", "job-1", ""} {
+		id := tasks.EventID(jobID, "final")
+		if !regexp.MustCompile(`^evt_[0-9a-f]{32}$`).MatchString(id) {
+			t.Errorf("EventID(%q) = %q, want the older shape evt_<32 hex>", jobID, id)
+		}
+		if got, ok := store.JobOfEvent(id); ok {
+			t.Errorf("JobOfEvent(EventID(%q)) = %q, want no job", jobID, got)
 		}
 	}
 }
@@ -760,7 +781,7 @@ func TestEmitNamesEachFactOnce(t *testing.T) {
 			t.Fatalf("Emit made %d events and %d outbox entries, want 1 and 1", len(c.Events), len(c.Outbox))
 		}
 		if !eventIDPattern.MatchString(c.Events[0].ID) {
-			t.Fatalf("event id %q, not evt_<32 hex>", c.Events[0].ID)
+			t.Fatalf("event id %q, not evt_<48 hex>", c.Events[0].ID)
 		}
 		return c.Events[0].ID
 	}

@@ -90,6 +90,8 @@ func FuzzDecodePollPreview(f *testing.F) {
 
 func FuzzDecodeDeliverWebhook(f *testing.F) {
 	for _, s := range []string{
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_6ba7b8109dad11d180b400c04fd430c80123456789abcdef","event_type":"preview.done","destination":"job"}`,
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0b9c7a526c4e5f0e9a553a4f1f2a8d110123456789abcdef","event_type":"preview.done","destination":"job"}`,
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"preview.done","destination":"job"}`,
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"\u00ff\ud800","destination":"job"}`,
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"a\u0000b","destination":"job"}`,
@@ -108,6 +110,7 @@ func FuzzDecodeFanoutWebhook(f *testing.F) {
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"preview.done"}`,
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":""}`,
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_0123456789abcdef0123456789abcdef","event_type":"preview.done","destination":"job"}`,
+		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_6ba7b8109dad11d180b400c04fd430c80123456789abcdef","event_type":"preview.done"}`,
 		`{"job_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","event_id":"evt_xyz","event_type":"preview.done"}`,
 		`{"event_type":"preview.done"}`, `{}`, `[`, "",
 	} {

@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,15 +260,28 @@ func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task) error {
 	return err
 }
 
-// eventIDSpace names the events of previewd jobs (a UUIDv5 namespace).
+// eventIDSpace names the events of previewd jobs (a UUIDv5 namespace), in
+// ids of the older shape (see EventID).
 var eventIDSpace = uuid.MustParse("6f1c2a4e-9a37-4d1b-8a55-2f0d8c7e91b3")
 
 // EventID returns the id of the event announcing one fact about a job: the
 // same fact always gets the same id, so a change applied twice (a re-sent
 // script, a re-run task) stores and sends one event, which receivers can
 // deduplicate by its webhook-id, never two.
+//
+// The id is "evt_" + the job id's 32 hex digits + the first 16 hex digits
+// of the SHA-1 of (job id, fact): it carries its job, so a message is found
+// by its id alone (store.JobOfEvent) with no lookup key in Redis, and 64
+// bits tell apart the few facts of one job. A job id that is not a UUID in
+// its canonical form, which tasks.JobID never makes, gets the older shape,
+// "evt_" + 32 hex digits of a UUIDv5 of (job id, fact), which carries no
+// job; so did every event before ids carried their job.
 func EventID(jobID, fact string) string {
-	return "evt_" + strings.ReplaceAll(uuid.NewSHA1(eventIDSpace, []byte(jobID+"\x00"+fact)).String(), "-", "")
+	if u, err := uuid.Parse(jobID); err != nil || u.String() != jobID {
+		return "evt_" + strings.ReplaceAll(uuid.NewSHA1(eventIDSpace, []byte(jobID+"\x00"+fact)).String(), "-", "")
+	}
+	sum := sha1.Sum([]byte(jobID + "\x00" + fact))
+	return "evt_" + strings.ReplaceAll(jobID, "-", "") + hex.EncodeToString(sum[:8])
 }
 
 // eventFact names the fact an event of type t announces about j: being

@@ -73,7 +73,10 @@ func (e *ValidationError) Error() string {
 }
 
 var (
-	eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{32}$`)
+	// eventIDPattern matches both shapes of event id (see EventID): the
+	// 48 hex digits of an id that carries its job, and the 32 of an older
+	// one, which tasks enqueued before ids carried their job still carry.
+	eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{32}(?:[0-9a-f]{16})?$`)
 )
 
 const (

@@ -218,7 +218,12 @@ func (p FanoutWebhook) Validate() error {
 	var errs []error
 	errs = append(errs, checkJobID(p.JobID))
 	if !eventIDPattern.MatchString(p.EventID) {
-		errs = append(errs, fieldErr("event_id", "must look like evt_<32 hex digits>"))
+		errs = append(errs, fieldErr("event_id", "must look like evt_<48 hex digits> (or evt_<32 hex digits>, an older event's)"))
+	} else if jobID, ok := store.JobOfEvent(p.EventID); ok && jobID != p.JobID {
+		// The job an event id carries is where its message is looked for
+		// by id alone: a task that put the event under another job would
+		// store a message nobody finds.
+		errs = append(errs, fieldErr("event_id", "carries another job id than job_id"))
 	}
 	if p.EventType == "" {
 		errs = append(errs, fieldErr("event_type", "is required"))

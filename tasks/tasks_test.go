@@ -16,8 +16,12 @@ import (
 )
 
 const (
-	testJobID   = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
-	testEventID = "evt_0123456789abcdef0123456789abcdef"
+	testJobID = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+	// testEventID carries testJobID, as every new event id does.
+	testEventID = "evt_6ba7b8109dad11d180b400c04fd430c80123456789abcdef"
+	// testLegacyEventID has the shape of events made before ids carried
+	// their job, which tasks in flight at an upgrade still carry.
+	testLegacyEventID = "evt_0123456789abcdef0123456789abcdef"
 )
 
 func TestQueuesFor(t *testing.T) {
@@ -105,6 +109,8 @@ func TestDecode(t *testing.T) {
 		{name: "request valid at 16 KiB", want: req, raw: pad(reqJSON, 16<<10)},
 		{name: "poll valid", want: poll, raw: pollJSON},
 		{name: "webhook valid", want: hook, raw: hookJSON},
+		{name: "webhook valid, an older event id", want: tasks.DeliverWebhook{JobID: testJobID, EventID: testLegacyEventID, EventType: "preview.done", Destination: "job"},
+			raw: strings.Replace(hookJSON, testEventID, testLegacyEventID, 1)},
 
 		{name: "request: wrong task type", want: req, taskType: tasks.TypePollPreview, raw: reqJSON, wantErr: true},
 		{name: "poll: wrong task type", want: poll, taskType: tasks.TypeRequestPreview, raw: pollJSON, wantErr: true},
@@ -143,6 +149,9 @@ func TestDecode(t *testing.T) {
 		{name: "webhook: event id 31 hex", want: hook, raw: strings.Replace(hookJSON, testEventID, testEventID[:len(testEventID)-1], 1), wantErr: true},
 		{name: "webhook: event id uppercase hex", want: hook, raw: strings.Replace(hookJSON, testEventID, "evt_"+strings.ToUpper(strings.TrimPrefix(testEventID, "evt_")), 1), wantErr: true},
 		{name: "webhook: event id with newline", want: hook, raw: strings.Replace(hookJSON, testEventID, testEventID+`\n`, 1), wantErr: true},
+		{name: "webhook: event id 49 hex", want: hook, raw: strings.Replace(hookJSON, testEventID, testEventID+"0", 1), wantErr: true},
+		{name: "webhook: event id 33 hex", want: hook, raw: strings.Replace(hookJSON, testEventID, testLegacyEventID+"0", 1), wantErr: true},
+		{name: "webhook: event id of another job", want: hook, raw: strings.Replace(hookJSON, testEventID, "evt_0b9c7a526c4e5f0e9a553a4f1f2a8d110123456789abcdef", 1), wantErr: true},
 		{name: "webhook: event type empty", want: hook, raw: strings.Replace(hookJSON, "preview.done", "", 1), wantErr: true},
 		{name: "webhook: other destination", want: hook, raw: strings.Replace(hookJSON, `"destination":"job"`, `"destination":"https://8.8.8.8/"`, 1), wantErr: true},
 	}

@@ -22,8 +22,9 @@ import (
 // BenchmarkFinishedJobFootprint runs real jobs to the end (accepted,
 // progress and done events, all delivered) and reports the Redis memory one
 // finished job keeps for its retention period, measured with MEMORY USAGE on
-// every key of the job (its record, events, delivery records, and the
-// event-to-job lookups), asynq's task keys included. Listing index entries
+// every key of the job (its record, events and delivery records: its
+// events' ids carry the job, so there is no event-to-job lookup key), asynq's
+// task keys included. Listing index entries
 // (two sorted-set members) come on top.
 //
 //	go test -run '^$' -bench FinishedJobFootprint ./worker/
@@ -50,12 +51,7 @@ func BenchmarkFinishedJobFootprint(b *testing.B) {
 			}
 			return len(msgs) == len(evs)
 		})
-		keysOfJob := h.store.KeysOf(done.ID)
-		evs, _ := h.store.Events(ctx, done.ID)
-		for id := range evs {
-			keysOfJob = append(keysOfJob, h.store.EventLookupKey(id))
-		}
-		for _, k := range keysOfJob {
+		for _, k := range h.store.KeysOf(done.ID) {
 			n, err := h.redis.Client.MemoryUsage(ctx, k).Result()
 			if err == nil {
 				total += n
