@@ -128,3 +128,27 @@ func TestMessagesWriteNoLookupKey(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderEventFannedOutAfterAnUpgrade: an event made by an older version
+// (its id does not carry its job) whose fan-out runs after an upgrade gets
+// the lookup key its version would have written, so its messages are found
+// by their ids alone.
+func TestOlderEventFannedOutAfterAnUpgrade(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	eventID := "evt_0123456789abcdef0123456789abcdef"
+	m := store.Message{ID: store.MessageID(eventID, store.DestinationJob), EventID: eventID, EventType: store.EventAccepted,
+		Destination: store.DestinationJob, Status: store.MessagePending}
+	if err := s.CreateMessage(ctx, job.ID, m); err != nil {
+		t.Fatal(err)
+	}
+	jobID, err := s.JobOfMessage(ctx, m.ID)
+	if err != nil || jobID != job.ID {
+		t.Fatalf("JobOfMessage(%s) = %q, %v; want %s", m.ID, jobID, err, job.ID)
+	}
+}

@@ -198,11 +198,21 @@ func SplitMessageID(msgID string) (eventID, destination string, ok bool) {
 }
 
 // CreateMessage stores a pending delivery record unless the message exists
-// (fan-out may run more than once). It writes nothing else: the message is
-// found by its id alone because its event's id carries the job's (see
-// JobOfEvent).
+// (fan-out may run more than once). A message is found by its id alone
+// because its event's id carries the job's (see JobOfEvent); only an event
+// made by an older version, whose fan-out runs after an upgrade, gets the
+// lookup key its own version would have written.
 func (s *Store) CreateMessage(ctx context.Context, jobID string, m Message) error {
-	return s.writeMessage(ctx, createMessageScript, "create", jobID, m)
+	if err := s.writeMessage(ctx, createMessageScript, "create", jobID, m); err != nil {
+		return err
+	}
+	if !isLegacyEventID(m.EventID) {
+		return nil
+	}
+	if err := s.rdb.Set(ctx, s.eventJobKey(m.EventID), jobID, s.retention+24*time.Hour).Err(); err != nil {
+		return fmt.Errorf("index event %s: %w", m.EventID, err)
+	}
+	return nil
 }
 
 // Event ids come in two shapes, both made by tasks.EventID: "evt_" + the
