@@ -2,13 +2,13 @@ package tasks_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
 	"github.com/previewd/previewd/tasks"
 )
@@ -164,38 +164,6 @@ func TestFlushRedoneCommit(t *testing.T) {
 	}
 }
 
-// commandNames records the names of the commands a client sends.
-type commandNames struct {
-	mu    sync.Mutex
-	names map[string]int
-}
-
-func (c *commandNames) add(cmds ...redis.Cmder) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, cmd := range cmds {
-		c.names[cmd.Name()]++
-	}
-}
-
-func (c *commandNames) count(names ...string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, name := range names {
-		n += c.names[name]
-	}
-	return n
-}
-
-func (c *commandNames) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *commandNames) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.add(cmd); return next(ctx, cmd) }
-}
-func (c *commandNames) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.add(cmds...); return next(ctx, cmds) }
-}
-
 // TestNewJobIsFlushedFromItsCreation: a new job's request task is enqueued
 // from what its creation wrote, without reading the outbox or its index
 // back, and ends as any flush does (the task pending, the outbox empty, no
@@ -205,11 +173,11 @@ func TestNewJobIsFlushedFromItsCreation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, tasks.ClientOptions{})
 	ctx := context.Background()
-	names := &commandNames{names: map[string]int{}}
-	e.r.Client.AddHook(names)
+	reads := &testutil.CommandCounter{Match: func(cmd redis.Cmder) bool { return cmd.Name() == "hgetall" || cmd.Name() == "zscore" }}
+	e.r.Client.AddHook(reads)
 	req := tasks.PreviewRequest{SessionCode: "S_FLUSH_NEW", IdempotencyKey: "k-" + t.Name()}
 	j := e.request(t, req)
-	if n := names.count("hgetall", "zscore"); n != 0 {
+	if n := reads.Load(); n != 0 {
 		t.Errorf("a new job's creation read its outbox or index back (%d reads)", n)
 	}
 	if ob := e.outbox(t, j.ID); len(ob) != 0 {
