@@ -150,7 +150,11 @@ func TestSecretRotation(t *testing.T) {
 }
 
 // TestGoneStopsDeliveries: a 410 from an endpoint disables it, with the
-// reason recorded, and it gets nothing more.
+// reason recorded, and it gets nothing more: no message is retried after
+// its 410, and a later job's events never reach it. (Deliveries of one
+// job's events already under way when the first 410 came back may each
+// still arrive once: they run concurrently, and a request sent cannot be
+// recalled.)
 func TestGoneStopsDeliveries(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -158,14 +162,33 @@ func TestGoneStopsDeliveries(t *testing.T) {
 	gone.SetStatus(http.StatusGone)
 	ep, _ := h.addEndpoint(gone.URL)
 	h.start()
-	job := h.request("SESSION_410_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: 2 * time.Second})
-	h.waitEvent(job.ID, store.EventDone, 20*time.Second)
+	first := h.request("SESSION_410_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: 2 * time.Second})
+	h.waitEvent(first.ID, store.EventDone, 20*time.Second)
 	testutil.Eventually(t, 5*time.Second, "the endpoint to be disabled", func() bool {
 		e, err := h.producer.Endpoint(context.Background(), ep.ID)
 		return err == nil && !e.Enabled && e.DisabledReason == "the receiver answered 410 Gone"
 	})
-	if n := len(gone.Deliveries()); n != 1 {
-		t.Errorf("the 410 endpoint got %d requests, want exactly 1", n)
+	later := h.request("SESSION_410_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: time.Second})
+	h.waitEvent(later.ID, store.EventDone, 20*time.Second)
+
+	perMessage := map[string]int{}
+	for _, d := range gone.Deliveries() {
+		var body store.EventBody
+		if err := json.Unmarshal(d.Body, &body); err != nil {
+			t.Fatalf("delivery body %s: %v", d.Body, err)
+		}
+		if body.Data.ID != first.ID {
+			t.Errorf("the disabled endpoint got %s of a later job", body.Type)
+		}
+		perMessage[d.Header.Get("webhook-id")]++
+	}
+	if len(perMessage) == 0 {
+		t.Fatal("the 410 endpoint got no request")
+	}
+	for id, n := range perMessage {
+		if n != 1 {
+			t.Errorf("event %s reached the 410 endpoint %d times, want once (no retry after a 410)", id, n)
+		}
 	}
 }
 
