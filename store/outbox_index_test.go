@@ -236,3 +236,59 @@ func TestRedoneCommitWritesNoOutboxIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestOutboxIndexWithoutTheScript: on a Redis that lost its scripts (a
+// restart, a failover), the index writes pipelined by their hash answer
+// NOSCRIPT and are made the plain way: a creation, a commit with messages
+// and one without each leave the job indexed at the score they report.
+func TestOutboxIndexWithoutTheScript(t *testing.T) {
+	tests := []struct {
+		name     string
+		messages bool // the commit also creates messages (prepareCommit's pipeline)
+	}{
+		{"commit without messages", false},
+		{"commit with messages", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := testutil.NewPrivateRedis(t)
+			s := store.New(r.Client, store.Options{Namespace: r.Namespace, Retention: time.Hour})
+			ctx := context.Background()
+			indexed := func(what string, want store.IndexEntry) {
+				t.Helper()
+				got, ok, err := s.OutboxIndexEntry(ctx, want.JobID)
+				if err != nil || !ok || got != want {
+					t.Fatalf("%s: index entry %+v (%v, %v), want %+v", what, got, ok, err, want)
+				}
+			}
+			flush := func() {
+				t.Helper()
+				if err := r.Client.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			job := newJob(time.Now())
+			flush()
+			created, err := s.CreateCommitted(ctx, job, "fp", []store.OutboxEntry{{ID: "first", Data: []byte("1")}})
+			if err != nil || !created.New || !created.Committed.Indexed {
+				t.Fatalf("CreateCommitted without the script: %+v, %v", created.Committed, err)
+			}
+			indexed("creation", created.Committed.Index)
+
+			flush()
+			_, c, err := s.UpdateCommitted(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+				j.SetStatus(store.StatusGenerating, now, "")
+				change := store.Change{Outbox: []store.OutboxEntry{{ID: "next", Data: []byte("1")}}}
+				if tt.messages {
+					change.Messages = []store.Message{{ID: "evt-1.ep_1", EventID: "evt-1", Destination: "ep_1", Status: store.MessagePending, CreatedAt: now}}
+				}
+				return change, nil
+			})
+			if err != nil || !c.Indexed {
+				t.Fatalf("commit without the script: %+v, %v", c, err)
+			}
+			indexed("commit", c.Index)
+		})
+	}
+}

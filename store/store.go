@@ -231,19 +231,12 @@ func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string
 		createdNX = p.ZAddNX(ctx, s.createdIndexKey(), created)
 		return nil
 	})
-	var rerun []redis.Cmder // pipelined by hash, run again by indexOutbox
-	var indexScore float64
-	if index != nil && isNoScript(index.Err()) {
-		if indexScore, err = s.indexOutboxScore(ctx, job.ID); err != nil {
-			return none, err
-		}
-		rerun = append(rerun, index)
-	}
-	if err := cmdsErr(cmds, rerun...); err != nil {
+	if err := cmdsErr(cmds, index); err != nil { // the index write is read by indexedScore
 		return none, fmt.Errorf("index job %s: %w", job.ID, err)
 	}
-	if index != nil && len(rerun) == 0 {
-		if indexScore, err = scoreOf(index); err != nil {
+	var indexScore float64
+	if index != nil {
+		if indexScore, err = s.indexedScore(ctx, index, job.ID); err != nil {
 			return none, fmt.Errorf("index outbox of job %s: %w", job.ID, err)
 		}
 	}
@@ -441,9 +434,7 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 		if !res.committed {
 			continue
 		}
-		c := s.afterCommit(ctx, j, before, change, res)
-		c.Events = res.fresh
-		return j, nextSeen(read.version, doc), c, err
+		return j, nextSeen(read.version, doc), s.afterCommit(ctx, j, before, change, res), err
 	}
 	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
 }
@@ -480,7 +471,7 @@ func nextSeen(version string, doc []byte) Seen {
 //     expires with the set.
 func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Change, res commitResult) Committed {
 	outbox := change.Outbox
-	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}, Redone: change.Redone}
+	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}, Redone: change.Redone, Events: res.fresh}
 	reindex := len(outbox) > 0 && !change.Redone
 	finished := j.Status.Final() && !before.Final()
 	if !reindex && j.Status == before && !finished {
@@ -504,14 +495,7 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 	if index == nil {
 		return c
 	}
-	var score float64
-	var err error
-	if isNoScript(index.Err()) {
-		score, err = s.indexOutboxScore(ctx, j.ID)
-	} else {
-		score, err = scoreOf(index)
-	}
-	if err == nil {
+	if score, err := s.indexedScore(ctx, index, j.ID); err == nil {
 		c.Index.Score, c.Indexed = score, true
 	}
 	return c
@@ -625,13 +609,10 @@ func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) 
 		}
 		return nil
 	})
-	if index != nil && isNoScript(index.Err()) {
-		// The pipeline's EVALSHA found no script (a restarted Redis): index
-		// the plain way, which loads it.
-		if err := s.indexOutbox(ctx, jobID); err != nil {
-			return err
+	if index != nil {
+		if err = cmdsErr(cmds, index); err == nil {
+			_, err = s.indexedScore(ctx, index, jobID)
 		}
-		err = cmdsErr(cmds, index)
 	}
 	if err != nil {
 		return fmt.Errorf("prepare the commit of job %s: %w", jobID, err)
@@ -768,9 +749,20 @@ func (s *Store) indexOutboxScore(ctx context.Context, jobID string) (float64, er
 
 // indexOutboxIn queues the outbox index write in a pipeline, by the
 // script's hash: a Redis that does not hold the script (a restart, a
-// failover) answers NOSCRIPT, and the caller then runs indexOutbox.
+// failover) answers NOSCRIPT, and the caller then reads the write's score
+// with indexedScore, which runs it the plain way.
 func (s *Store) indexOutboxIn(ctx context.Context, p redis.Pipeliner, jobID string) *redis.Cmd {
 	return indexOutboxScript.EvalSha(ctx, p, []string{s.outboxIndexKey()}, jobID, s.now().UnixMilli())
+}
+
+// indexedScore is the score a pipelined indexOutboxIn wrote for jobID; one
+// that found no script (NOSCRIPT) is run again the plain way, which loads
+// it.
+func (s *Store) indexedScore(ctx context.Context, index *redis.Cmd, jobID string) (float64, error) {
+	if isNoScript(index.Err()) {
+		return s.indexOutboxScore(ctx, jobID)
+	}
+	return scoreOf(index)
 }
 
 // scoreOf reads the score index_outbox.lua answers.
