@@ -237,6 +237,13 @@ func JobOfEvent(eventID string) (jobID string, ok bool) {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], true
 }
 
+// IsEventID reports whether id has either shape of event id: the one that
+// carries its job (JobOfEvent), or an older event's.
+func IsEventID(id string) bool {
+	_, carriesJob := JobOfEvent(id)
+	return carriesJob || isLegacyEventID(id)
+}
+
 // isLegacyEventID reports whether id has the shape of an event made before
 // event ids carried their job: only those have a lookup key.
 func isLegacyEventID(id string) bool {
@@ -256,9 +263,9 @@ func (s *Store) eventJobKey(eventID string) string { return s.ns + ":event:" + e
 
 // EventLookupKey is the key that maps an event made before event ids
 // carried their job to its job (outside the job's hash tag, as it is found
-// by event id alone). No new key of this kind is written: the ones left
-// expire with their events' retention, and tests write one by hand to
-// check that JobOfMessage still reads them.
+// by event id alone). Only such an older event's fan-out still writes one
+// (CreateMessage); the ones left expire with their events' retention, and
+// tests write one by hand to check that JobOfMessage still reads them.
 func (s *Store) EventLookupKey(eventID string) string { return s.eventJobKey(eventID) }
 
 // JobOfMessage returns the id of the job a message belongs to (ErrNotFound

@@ -10,7 +10,6 @@ import (
 	"math"
 	"net"
 	"net/url"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -71,13 +70,6 @@ func (e *ValidationError) Error() string {
 	}
 	return "invalid request: " + strings.Join(parts, "; ")
 }
-
-var (
-	// eventIDPattern matches both shapes of event id (see EventID): the
-	// 48 hex digits of an id that carries its job, and the 32 of an older
-	// one, which tasks enqueued before ids carried their job still carry.
-	eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{32}(?:[0-9a-f]{16})?$`)
-)
 
 const (
 	maxURLLength        = 2048

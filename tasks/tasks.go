@@ -217,7 +217,9 @@ func (p DeliverWebhook) Validate() error {
 func (p FanoutWebhook) Validate() error {
 	var errs []error
 	errs = append(errs, checkJobID(p.JobID))
-	if !eventIDPattern.MatchString(p.EventID) {
+	// Both shapes of event id (see EventID): tasks enqueued before ids
+	// carried their job still carry the older one.
+	if !store.IsEventID(p.EventID) {
 		errs = append(errs, fieldErr("event_id", "must look like evt_<48 hex digits> (or evt_<32 hex digits>, an older event's)"))
 	} else if jobID, ok := store.JobOfEvent(p.EventID); ok && jobID != p.JobID {
 		// The job an event id carries is where its message is looked for
