@@ -1,6 +1,6 @@
-// Package store owns previewd's records in Redis: jobs, the webhook events
-// they emitted, the delivery log of those events, and a per-job outbox of
-// tasks still to be enqueued.
+// Package store owns previewd's records in Redis: jobs with the webhook
+// events they emitted (in the job's record, see record.go), the delivery
+// log of those events, and a per-job outbox of tasks still to be enqueued.
 //
 // Every key of one job shares the hash tag {<job id>}, so each multi-key
 // script touches a single Redis Cluster slot. The two indexes across jobs
@@ -15,7 +15,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +25,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -101,7 +102,9 @@ func (s *Store) messagesKey(id string) string { return s.ns + ":{" + id + "}:mes
 func (s *Store) outboxIndexKey() string       { return s.ns + ":index:outbox" }
 func (s *Store) deadlineIndexKey() string     { return s.ns + ":index:deadlines" }
 
-// KeysOf lists the Redis keys that hold the records of one job.
+// KeysOf lists the Redis keys that hold the records of one job: its
+// record (its latest events included), the events hash (older events, when
+// there are more than a record holds), its outbox and its messages.
 func (s *Store) KeysOf(id string) []string {
 	return []string{s.jobKey(id), s.eventsKey(id), s.outboxKey(id), s.messagesKey(id)}
 }
@@ -332,9 +335,15 @@ func (s *Store) GetSeen(ctx context.Context, id string) (Job, Seen, error) {
 
 // job decodes the record afresh: every caller gets a Job of its own.
 func (seen Seen) job() (Job, error) {
-	var j Job
-	err := unmarshalRecord(seen.doc, &j)
-	return j, err
+	r, err := seen.record()
+	return r.Job, err
+}
+
+// record decodes the whole record afresh, events included.
+func (seen Seen) record() (record, error) {
+	var r record
+	err := unmarshalRecord(seen.doc, &r)
+	return r, err
 }
 
 // maxUpdateAttempts bounds the compare-and-set loop; contention on one job is
@@ -370,9 +379,8 @@ type Committed struct {
 	// Redone is the change's Redone: no index entry was written, the
 	// writer's own re-run is what finds the entries should it die.
 	Redone bool
-	// Events holds the change's events as this commit stored them, when it
-	// is sure it did (empty when the commit was a re-run recognised by its
-	// nonce, or found an event already stored: the stored body is then
+	// Events holds the change's events as this commit stored them (an
+	// event the job's record already held is not there: its stored body is
 	// the one to send, and the delivery task reads it).
 	Events []CommittedEvent
 }
@@ -403,15 +411,18 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 	none := Committed{JobID: id}
 	for range maxUpdateAttempts {
 		fromSeen := seen.version != ""
-		var j Job
-		var err error
-		if fromSeen {
-			if j, err = seen.job(); err != nil {
-				return Job{}, Seen{}, none, fmt.Errorf("decode job %s: %w", id, err)
+		if !fromSeen {
+			var err error
+			if _, seen, err = s.GetSeen(ctx, id); err != nil {
+				return Job{}, Seen{}, none, err
 			}
-		} else if j, seen, err = s.GetSeen(ctx, id); err != nil {
-			return Job{}, Seen{}, none, err
 		}
+		r, err := seen.record()
+		if err != nil {
+			return Job{}, Seen{}, none, fmt.Errorf("decode job %s: %w", id, err)
+		}
+		j := r.Job
+		deadline := j.Deadline
 		read := seen
 		seen = Seen{} // used once: a retry reads
 		now := s.now()
@@ -427,7 +438,8 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 			return j, Seen{}, none, err
 		}
 		j.UpdatedAt = now
-		doc, res, err := s.commit(ctx, j, read.version, change, now)
+		r.Job = j
+		doc, res, err := s.commit(ctx, r, !j.Deadline.Equal(deadline), read.version, change, now)
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
 			return Job{}, Seen{}, none, err
 		}
@@ -508,31 +520,48 @@ type commitResult struct {
 	fresh     []CommittedEvent
 }
 
-// commit runs the compare-and-set of j at version; it returns the record
-// it wrote and what the commit did.
-func (s *Store) commit(ctx context.Context, j Job, version string, change Change, now time.Time) ([]byte, commitResult, error) {
-	doc, err := marshalRecord(j)
+// commit runs the compare-and-set of r's job at version, with the
+// change's events added to the record (an event it already holds keeps its
+// body: a re-run of a change resends what was stored); it returns the
+// record it wrote and what the commit did. moved says the change moved the
+// job's deadline, and with it the expiry of its keys.
+func (s *Store) commit(ctx context.Context, r record, moved bool, version string, change Change, now time.Time) ([]byte, commitResult, error) {
+	j := r.Job
+	var fresh []CommittedEvent
+	for _, e := range change.Events {
+		if r.has(e.ID) {
+			continue
+		}
+		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j.Public()})
+		if err != nil {
+			return nil, commitResult{}, fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		r.Events = append(r.Events, storedEvent{ID: e.ID, Body: body})
+		fresh = append(fresh, CommittedEvent{ID: e.ID, Type: e.Type, Body: body})
+	}
+	spilled := r.spill()
+	doc, err := marshalRecord(r)
 	if err != nil {
 		return nil, commitResult{}, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	res, err := s.commitDoc(ctx, j, doc, version, change, now)
+	res, err := s.commitDoc(ctx, r, doc, spilled, moved, version, change, now)
+	if res.committed {
+		// This record is the one stored, a re-run recognised by its
+		// nonce included (its first run wrote these very bytes).
+		res.fresh = fresh
+	}
 	return doc, res, err
 }
 
-func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string, change Change, now time.Time) (commitResult, error) {
-	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), len(change.Events)}
-	events := make([]CommittedEvent, 0, len(change.Events))
-	for _, e := range change.Events {
-		body, err := json.Marshal(EventBody{Type: e.Type, Timestamp: now.UTC(), Data: j.Public()})
-		if err != nil {
-			return commitResult{}, fmt.Errorf("encode event %s: %w", e.ID, err)
-		}
-		packed, err := pack(body)
+func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []storedEvent, moved bool, version string, change Change, now time.Time) (commitResult, error) {
+	j := r.Job
+	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), flag(r.EventsSpilled), flag(moved), len(spilled)}
+	for _, e := range spilled {
+		packed, err := pack(e.Body)
 		if err != nil {
 			return commitResult{}, fmt.Errorf("pack event %s: %w", e.ID, err)
 		}
 		args = append(args, e.ID, packed)
-		events = append(events, CommittedEvent{ID: e.ID, Type: e.Type, Body: body})
 	}
 	args = append(args, len(change.Outbox))
 	for _, e := range change.Outbox {
@@ -555,14 +584,9 @@ func (s *Store) commitDoc(ctx context.Context, j Job, doc []byte, version string
 		return commitResult{}, fmt.Errorf("update job %s: %w", j.ID, err)
 	}
 	switch res {
-	case "ok", "ok-stored", "ok-again":
-		// "ok": every event is stored with the body just sent. "ok-stored":
-		// an event was there before (its stored body is the one to send);
-		// "ok-again": a re-run recognised by its nonce, which cannot tell.
+	case "ok", "ok-again":
+		// "ok-again": a re-run recognised by its nonce after a lost reply.
 		done := commitResult{committed: true}
-		if res == "ok" {
-			done.fresh = events
-		}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
 		}
@@ -657,8 +681,20 @@ func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durabl
 
 // newNonce returns a value unique to one write attempt, by which a script
 // re-sent after a lost reply recognises its own earlier run.
+// 96 random bits: a collision between two attempts at one job is out of
+// reach, and the field costs Redis 24 bytes (a UUID's 36 characters took 48).
 func newNonce() string {
-	return uuid.NewString()
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// flag is a script's boolean argument.
+func flag(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // sliceInt reads element i of a script's array reply as an integer.
@@ -682,38 +718,6 @@ func (s *Store) ttl(j Job, now time.Time) time.Duration {
 		until = 0
 	}
 	return until + s.retention
-}
-
-// Event returns a stored event.
-func (s *Store) Event(ctx context.Context, jobID, eventID string) (Event, error) {
-	body, err := s.rdb.HGet(ctx, s.eventsKey(jobID), eventID).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Event{}, fmt.Errorf("event %s of job %s: %w", eventID, jobID, ErrNotFound)
-	}
-	if err != nil {
-		return Event{}, fmt.Errorf("read event %s of job %s: %w", eventID, jobID, err)
-	}
-	if body, err = unpack(body); err != nil {
-		return Event{}, fmt.Errorf("event %s of job %s: %w", eventID, jobID, err)
-	}
-	return Event{ID: eventID, Body: body}, nil
-}
-
-// Events returns every stored event of a job, keyed by id.
-func (s *Store) Events(ctx context.Context, jobID string) (map[string][]byte, error) {
-	m, err := s.rdb.HGetAll(ctx, s.eventsKey(jobID)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read events of job %s: %w", jobID, err)
-	}
-	out := make(map[string][]byte, len(m))
-	for k, v := range m {
-		body, err := unpack([]byte(v))
-		if err != nil {
-			return nil, fmt.Errorf("event %s of job %s: %w", k, jobID, err)
-		}
-		out[k] = body
-	}
-	return out, nil
 }
 
 // Outbox returns the job's outbox entries not yet acknowledged.

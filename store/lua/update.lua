@@ -1,21 +1,21 @@
 -- Compare-and-set a job: commit the new document only if the version is the
 -- one the writer read, and never move the status backwards or out of a final
--- status. Events and outbox entries of the change are written atomically
--- with it.
+-- status. Outbox entries, message records and spilled events of the change
+-- are written atomically with it (a job's recent events are in its
+-- document; older ones spill to the events hash).
 --
 -- Every commit carries a nonce, fresh for each commit attempt, stored in the
 -- job's 'w' field. go-redis re-sends a script whose reply was lost to a
 -- network error; the re-run then finds the version moved on and the nonce
--- its own, and answers 'ok' again instead of a 'conflict' that would make
+-- its own, and answers 'ok-again' instead of a 'conflict' that would make
 -- the writer apply its change a second time (a second event, a second
 -- outbox entry) or conclude that someone else got there first.
 -- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] outbox hash, KEYS[4] messages hash
--- ARGV: version, status, doc, ttl_ms, nonce, n_events, (event_id, body) * n_events,
+-- ARGV: version, status, doc, ttl_ms, nonce, has_events_hash, expire_job,
+--       n_events, (event_id, body) * n_events,
 --       n_outbox, (entry_id, data) * n_outbox, n_messages, (message_id, record) * n_messages
--- Reply: 'ok' (every event stored with the body given), 'ok-stored' (an
--- event was already stored: its body stands), 'ok-again' (a re-run
--- recognised by its nonce, which cannot tell which), or 'conflict',
--- 'notfound', 'illegal'.
+-- Reply: 'ok', 'ok-again' (a re-run recognised by its nonce), or
+-- 'conflict', 'notfound', 'illegal'.
 local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
 -- One read of the three fields the checks need.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'w', 'status')
@@ -38,16 +38,20 @@ if old ~= new then
 end
 redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3], 'w', ARGV[5])
 local ttl = ARGV[4]
-redis.call('PEXPIRE', KEYS[1], ttl)
-local i = 6
+local final = rank[new] == 3
+-- An unfinished job's expiry is its deadline plus the retention, set when
+-- it was created: it moves only when the job finishes, or when the change
+-- moved the deadline (expire_job).
+if final or ARGV[7] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local i = 8
+-- Events leaving the document: an event id is written once, its body the
+-- snapshot every retry resends.
 local n_events = tonumber(ARGV[i])
 i = i + 1
-local reply = 'ok'
 for _ = 1, n_events do
-  -- An event id is written once: its body is the snapshot every retry resends.
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 0 then
-    reply = 'ok-stored'
-  end
+  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 local n_outbox = tonumber(ARGV[i])
@@ -57,31 +61,26 @@ for _ = 1, n_outbox do
   i = i + 2
 end
 -- A message record is created once: one a delivery moved on is kept.
-local n_messages = tonumber(ARGV[i] or '0')
+local n_messages = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n_messages do
   redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 -- The job's other keys expire with it. A final job's all move to the
--- retention from now. An unfinished job's expiry is its deadline plus the
--- retention, the same instant at every commit, so only the keys this commit
--- wrote need it: the events hash may be new, and the outbox is a new key
--- whenever a flush emptied it (the messages hash takes the job's expiry
--- when it is written). PEXPIRE leaves a missing key missing.
-if rank[new] == 3 then
-  for k = 2, 4 do
-    redis.call('PEXPIRE', KEYS[k], ttl)
-  end
-else
-  if n_events > 0 then
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
-  if n_outbox > 0 then
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  end
-  if n_messages > 0 then
-    redis.call('PEXPIRE', KEYS[4], ttl)
-  end
+-- retention from now (the events hash only if the job has one). An
+-- unfinished job's expiry is the same instant at every commit, so only the
+-- keys this commit wrote need it: the events hash may be new, and the
+-- outbox is a new key whenever a flush emptied it (the messages hash takes
+-- the job's expiry when it is written). PEXPIRE leaves a missing key
+-- missing.
+if n_events > 0 or (final and ARGV[6] == '1') then
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return reply
+if n_outbox > 0 or final then
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+if n_messages > 0 or final then
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+return 'ok'
