@@ -62,18 +62,70 @@ func (m *Message) AddAttempt(a Attempt) {
 
 // Message returns a delivery record, or ErrNotFound.
 func (s *Store) Message(ctx context.Context, jobID, msgID string) (Message, error) {
-	raw, err := s.rdb.HGet(ctx, s.messagesKey(jobID), msgID).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Message{}, fmt.Errorf("message %s of job %s: %w", msgID, jobID, ErrNotFound)
-	}
+	rec, err := s.readMessage(ctx, jobID, msgID)
 	if err != nil {
-		return Message{}, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
+		return Message{}, err
 	}
-	var m Message
-	if err := unmarshalRecord(raw, &m); err != nil {
+	m, found, err := rec.message(jobID)
+	if err != nil {
 		return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
 	}
+	if !found {
+		return Message{}, fmt.Errorf("message %s of job %s: %w", msgID, jobID, ErrNotFound)
+	}
 	return m, nil
+}
+
+// messageRecord is what the fields of one message hold, as read: the
+// record's field and its bytes, and the legacy field (see msgrecord.go; ""
+// when there is none) and its bytes ("" where a field holds nothing).
+type messageRecord struct {
+	field, legacy string
+	stored        string
+	legacyStored  string
+}
+
+// readMessage reads both fields a message's record may be under, in one
+// command.
+func (s *Store) readMessage(ctx context.Context, jobID, msgID string) (messageRecord, error) {
+	rec := messageRecord{field: messageField(jobID, msgID), legacy: legacyMessageField(jobID, msgID)}
+	if rec.legacy == "" {
+		raw, err := s.rdb.HGet(ctx, s.messagesKey(jobID), rec.field).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return rec, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
+		}
+		rec.stored = raw
+		return rec, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.messagesKey(jobID), rec.field, rec.legacy).Result()
+	if err != nil {
+		return rec, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
+	}
+	rec.stored, _ = vals[0].(string)
+	rec.legacyStored, _ = vals[1].(string)
+	return rec, nil
+}
+
+// message decodes the record that is the message (the further along of
+// the two if both fields hold one); found is false when neither does.
+func (rec messageRecord) message(jobID string) (m Message, found bool, err error) {
+	if rec.stored != "" {
+		if m, err = decodeMessage(jobID, rec.field, []byte(rec.stored)); err != nil {
+			return Message{}, false, err
+		}
+		found = true
+	}
+	if rec.legacyStored != "" {
+		legacy, err := decodeMessage(jobID, rec.legacy, []byte(rec.legacyStored))
+		if err != nil {
+			return Message{}, false, err
+		}
+		if !found || further(legacy, m) {
+			m = legacy
+		}
+		found = true
+	}
+	return m, found, nil
 }
 
 // SaveMessage writes a delivery record blindly. Only the delivery task that
@@ -86,12 +138,13 @@ func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error 
 // writeMessage runs a script that writes a message record beside its job,
 // expiring with it.
 func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobID string, m Message) error {
-	raw, err := marshalRecord(m)
+	raw, err := encodeMessage(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
 	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
-	if err := script.Run(ctx, s.rdb, keys, m.ID, raw, s.retention.Milliseconds()).Err(); err != nil {
+	args := []any{messageField(jobID, m.ID), legacyMessageField(jobID, m.ID), raw, s.retention.Milliseconds()}
+	if err := script.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("%s message %s of job %s: %w", op, m.ID, jobID, err)
 	}
 	return nil
@@ -113,19 +166,19 @@ var ErrMessageContention = errors.New("message update contention")
 // record meanwhile, else fn runs again on the fresh record. fn returning
 // ErrNoChange ends the update without writing. The outbox entries are
 // committed with the record and indexed for the sweeper, so a task they
-// carry is enqueued even if the caller's own enqueue never happens.
+// carry is enqueued even if the caller's own enqueue never happens. A
+// record an earlier version stored under the message's full id is moved
+// to its short field by the write (see msgrecord.go); the compare covers
+// both fields.
 func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *Message, found bool) ([]OutboxEntry, error)) (Message, error) {
 	for range maxUpdateAttempts {
-		old, err := s.rdb.HGet(ctx, s.messagesKey(jobID), msgID).Result()
-		found := err == nil
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return Message{}, fmt.Errorf("read message %s of job %s: %w", msgID, jobID, err)
+		rec, err := s.readMessage(ctx, jobID, msgID)
+		if err != nil {
+			return Message{}, err
 		}
-		var m Message
-		if found {
-			if err := unmarshalRecord([]byte(old), &m); err != nil {
-				return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
-			}
+		m, found, err := rec.message(jobID)
+		if err != nil {
+			return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
 		}
 		outbox, err := fn(&m, found)
 		if errors.Is(err, ErrNoChange) {
@@ -135,7 +188,7 @@ func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(
 			return m, err
 		}
 		m.ID = msgID
-		raw, err := marshalRecord(m)
+		raw, err := encodeMessage(m)
 		if err != nil {
 			return m, fmt.Errorf("encode message %s: %w", msgID, err)
 		}
@@ -146,7 +199,7 @@ func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(
 				return m, err
 			}
 		}
-		args := []any{msgID, old, raw, s.retention.Milliseconds(), len(outbox)}
+		args := []any{rec.field, rec.legacy, rec.stored, rec.legacyStored, raw, s.retention.Milliseconds(), len(outbox)}
 		for _, e := range outbox {
 			args = append(args, e.ID, e.Data)
 		}
@@ -162,16 +215,32 @@ func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(
 	return Message{}, fmt.Errorf("update message %s of job %s: %w", msgID, jobID, ErrMessageContention)
 }
 
-// Messages returns every delivery record of a job, oldest event first.
+// Messages returns every delivery record of a job, oldest event first: a
+// message whose record is under both its fields (see msgrecord.go) once.
 func (s *Store) Messages(ctx context.Context, jobID string) ([]Message, error) {
-	m, err := s.rdb.HGetAll(ctx, s.messagesKey(jobID)).Result()
+	fields, err := s.rdb.HGetAll(ctx, s.messagesKey(jobID)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read messages of job %s: %w", jobID, err)
 	}
-	out := make([]Message, 0, len(m))
-	for id, raw := range m {
-		var msg Message
-		if err := unmarshalRecord([]byte(raw), &msg); err != nil {
+	// Grouped by message, so that the record read is the one Message reads.
+	byID := make(map[string]*messageRecord, len(fields))
+	for field, raw := range fields {
+		id := messageOfField(jobID, field)
+		rec := byID[id]
+		if rec == nil {
+			rec = &messageRecord{field: messageField(jobID, id), legacy: legacyMessageField(jobID, id)}
+			byID[id] = rec
+		}
+		if field == rec.field {
+			rec.stored = raw
+		} else {
+			rec.legacyStored = raw
+		}
+	}
+	out := make([]Message, 0, len(byID))
+	for id, rec := range byID {
+		msg, _, err := rec.message(jobID)
+		if err != nil {
 			return nil, fmt.Errorf("decode message %s of job %s: %w", id, jobID, err)
 		}
 		out = append(out, msg)
@@ -220,8 +289,12 @@ func (s *Store) CreateMessage(ctx context.Context, jobID string, m Message) erro
 // events carry their job), and "evt_" + 32 hex digits of a UUIDv5 (older
 // events, whose job is found through a lookup key).
 const (
-	eventIDPrefix    = "evt_"
-	eventIDLen       = len(eventIDPrefix) + 32 + 16
+	eventIDPrefix = "evt_"
+	// eventFactLen is the fact's part of an event id that carries its
+	// job, unique within the job (a message's record is stored under it:
+	// messageField).
+	eventFactLen     = 16
+	eventIDLen       = len(eventIDPrefix) + 32 + eventFactLen
 	legacyEventIDLen = len(eventIDPrefix) + 32
 )
 

@@ -544,7 +544,7 @@ func (s *Store) commit(ctx context.Context, r record, moved bool, version string
 	if err != nil {
 		return nil, commitResult{}, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	res, err := s.commitDoc(ctx, r, doc, spilled, moved, version, change, now)
+	res, err := s.commitDoc(ctx, r, doc, spilled, moved, version, change, fresh, now)
 	if res.committed {
 		// This record is the one stored, a re-run recognised by its
 		// nonce included (its first run wrote these very bytes).
@@ -553,7 +553,9 @@ func (s *Store) commit(ctx context.Context, r record, moved bool, version string
 	return doc, res, err
 }
 
-func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []storedEvent, moved bool, version string, change Change, now time.Time) (commitResult, error) {
+// commitDoc runs the compare-and-set of the record doc; fresh are the
+// events this commit adds to it.
+func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []storedEvent, moved bool, version string, change Change, fresh []CommittedEvent, now time.Time) (commitResult, error) {
 	j := r.Job
 	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), flag(r.EventsSpilled), flag(moved), len(spilled)}
 	for _, e := range spilled {
@@ -569,11 +571,19 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 	}
 	args = append(args, len(change.Messages))
 	for _, m := range change.Messages {
-		raw, err := marshalRecord(m)
+		raw, err := encodeMessage(m)
 		if err != nil {
 			return commitResult{}, fmt.Errorf("encode message %s: %w", m.ID, err)
 		}
-		args = append(args, m.ID, raw)
+		// Only a message of an event made before this commit can have a
+		// record an earlier version stored under its full id (a re-run of
+		// the change that made the event); a fresh event's messages skip
+		// the script's look at that field.
+		legacy := legacyMessageField(j.ID, m.ID)
+		if madeBy(fresh, m.EventID) {
+			legacy = ""
+		}
+		args = append(args, messageField(j.ID, m.ID), legacy, raw)
 	}
 	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
 		return commitResult{}, err
@@ -599,6 +609,16 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		return commitResult{}, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
 	return commitResult{}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+}
+
+// madeBy reports whether eventID is among events.
+func madeBy(events []CommittedEvent, eventID string) bool {
+	for _, e := range events {
+		if e.ID == eventID {
+			return true
+		}
+	}
+	return false
 }
 
 // prepareCommit writes, before a commit, the cross-job entries that must

@@ -1,6 +1,6 @@
 -- Save a webhook message's delivery record, expiring with its job.
 -- KEYS[1] messages hash, KEYS[2] job hash
--- ARGV: message_id, record, fallback_ttl_ms
+-- ARGV: field, legacy_field ('' = none), record, fallback_ttl_ms
 --
 -- Safe to run blindly twice (a lost reply, go-redis retrying, or the
 -- delivery's own ride-through retries): it sets the same field to the same
@@ -11,13 +11,18 @@
 -- the event created it) finds the hash expiring with its job: every writer
 -- of a new record sets the job's expiry, and every commit that moves the
 -- job's expiry (its final one, and any after) moves the hash's with it.
--- Only a new record needs the expiry looked up.
-if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+-- Only a new record needs the expiry looked up, and only then can the
+-- record be one an earlier version stored under the message's full id
+-- (legacy_field): it moves to the field, in this same run.
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) == 0 then
   return 1
+end
+if ARGV[2] ~= '' then
+  redis.call('HDEL', KEYS[1], ARGV[2])
 end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl <= 0 then
-  ttl = ARGV[3]
+  ttl = ARGV[4]
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 1

@@ -13,7 +13,8 @@
 -- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] outbox hash, KEYS[4] messages hash
 -- ARGV: version, status, doc, ttl_ms, nonce, has_events_hash, expire_job,
 --       n_events, (event_id, body) * n_events,
---       n_outbox, (entry_id, data) * n_outbox, n_messages, (message_id, record) * n_messages
+--       n_outbox, (entry_id, data) * n_outbox,
+--       n_messages, (field, legacy_field, record) * n_messages
 -- Reply: 'ok', 'ok-again' (a re-run recognised by its nonce), or
 -- 'conflict', 'notfound', 'illegal'.
 local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
@@ -60,12 +61,17 @@ for _ = 1, n_outbox do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
--- A message record is created once: one a delivery moved on is kept.
+-- A message record is created once: one a delivery moved on is kept,
+-- under its field or under the message's full id, where an earlier
+-- version stored it (legacy_field, '' when it cannot be there: the
+-- message of an event this commit makes).
 local n_messages = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n_messages do
-  redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1])
-  i = i + 2
+  if ARGV[i + 1] == '' or redis.call('HEXISTS', KEYS[4], ARGV[i + 1]) == 0 then
+    redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 2])
+  end
+  i = i + 3
 end
 -- The job's other keys expire with it. A final job's all move to the
 -- retention from now (the events hash only if the job has one). An

@@ -2,32 +2,43 @@
 -- job, together with the outbox entries that must exist if and only if the
 -- new record does (a replay's delivery task).
 -- KEYS[1] messages hash, KEYS[2] job hash, KEYS[3] outbox hash
--- ARGV: message_id, expected record ('' = no record), new record,
+-- ARGV: field, legacy_field ('' = none), expected record at field,
+--       expected record at legacy_field ('' = no record), new record,
 --       fallback_ttl_ms, n_outbox, (entry_id, data) * n_outbox
+--
+-- The record is written to field; a record an earlier version stored
+-- under the message's full id (legacy_field) is compared as well, and
+-- deleted by the write that moves it.
 --
 -- A blind re-run (go-redis retrying after a lost reply) recognises itself:
 -- the record is then byte for byte the one this write carries, and the
 -- outbox entries went in with it in the same run, so it answers 'ok'
 -- without writing again. Any other record means another writer got there
 -- first: 'conflict', and the caller reloads and decides again.
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur == ARGV[3] then
+local cur, legacy
+if ARGV[2] == '' then
+  cur = redis.call('HGET', KEYS[1], ARGV[1])
+else
+  local both = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2])
+  cur, legacy = both[1], both[2]
+end
+if cur == ARGV[5] then
   return 'ok'
 end
-if not cur then
-  cur = ''
-end
-if cur ~= ARGV[2] then
+if (cur or '') ~= ARGV[3] or (legacy or '') ~= ARGV[4] then
   return 'conflict'
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+if legacy then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl <= 0 then
-  ttl = ARGV[4]
+  ttl = ARGV[6]
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
-local n = tonumber(ARGV[5])
-local i = 6
+local n = tonumber(ARGV[7])
+local i = 8
 for _ = 1, n do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   i = i + 2
