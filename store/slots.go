@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,11 +16,14 @@ import (
 // across every worker, so that a receiver that hangs holds a few workers,
 // not all of them.
 //
-// Each destination's slots are a sorted set of its own, and the keys are
-// cross-job: a delivery's slots are taken by one script run per key, never
-// one multi-key script, but all in one pipeline (a Cluster client splits it
-// per node), so that taking and giving back a delivery's slots costs a
-// round trip each, not one per slot.
+// Each destination's slots are a sorted set of its own: its holders, each
+// scored by when its lease ends, so that a holder that died frees its slot.
+// The keys are cross-job, so a delivery's slots are taken with single-key
+// commands, never a multi-key one, but all in one pipeline (a Cluster client
+// splits it per node, keeping each key's commands in order), so that taking
+// and giving back a delivery's slots costs a round trip each, not one per
+// slot. Taking one is plain commands, no script: a holder adds itself first
+// and counts the live holders after, itself included.
 
 func (s *Store) slotsKey(destination string) string {
 	sum := sha256.Sum256([]byte(destination))
@@ -36,45 +40,65 @@ type Slot struct {
 // AcquireSlots takes one of each slot's Limit for holder, for at most lease
 // (a holder that dies frees its slots when the lease ends), in one round
 // trip. It reports true when it took every one. It reports false when one
-// is full, and returns an error when the store failed; either way the
-// holder may hold some of slots (the free ones, or one whose reply was
-// lost), and the caller gives them all back with ReleaseSlots. Taking a
-// slot again is harmless: a holder that already holds it only moves its
-// lease.
+// is full, having given that one back (and swept its set of the holders
+// whose lease ended) in one more round trip, and returns an error when the
+// store failed; either way the holder may hold some of slots (the free
+// ones, or one whose reply was lost), and the caller gives them all back
+// with ReleaseSlots. Taking a slot again is harmless: a holder that already
+// holds it only moves its lease.
+//
+// Per slot the pipeline adds the holder (ZADD: a member already there only
+// gets its new lease), moves the set's expiry to this lease's end, the
+// newest (PEXPIREAT, not GT: GT leaves a set that ZADD just created without
+// any expiry; a plain one moves it sooner only from a worker whose lease
+// is shorter or whose clock is behind, and workers' leases are alike) and counts
+// the holders whose lease has not ended (ZCOUNT from now, so the dead never
+// count), this one included; over Limit, the slot is busy. Two holders that
+// race for the last slot may both see the other and both back off (busy is
+// retried later), but never are both admitted beyond the limit: whichever
+// added itself last counts the other. Expired holders are swept only on the
+// busy path: a set with room needs no sweep to admit one more, and the
+// set's expiry, the newest lease's end, removes the rest.
 func (s *Store) AcquireSlots(ctx context.Context, holder string, lease time.Duration, slots []Slot) (bool, error) {
 	if len(slots) == 0 {
 		return true, nil
 	}
 	now := s.now()
-	args := func(sl Slot) ([]string, []any) {
-		return []string{s.slotsKey(sl.Destination)}, []any{holder, now.UnixMilli(), now.Add(lease).UnixMilli(), sl.Limit}
-	}
-	cmds := make([]*redis.Cmd, len(slots))
+	ends := now.Add(lease)
+	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
+	live := make([]*redis.IntCmd, len(slots))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sl := range slots {
-			keys, argv := args(sl)
-			cmds[i] = acquireSlotScript.EvalSha(ctx, p, keys, argv...)
+			key := s.slotsKey(sl.Destination)
+			p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
+			p.PExpireAt(ctx, key, ends)
+			live[i] = p.ZCount(ctx, key, "("+nowMS, "+inf")
 		}
 		return nil
 	})
-	if err != nil && !isNoScript(err) {
+	if err != nil {
 		return false, fmt.Errorf("acquire %d delivery slots: %w", len(slots), err)
 	}
-	all := true
-	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
-			// The pipeline's EVALSHA found no script (a restarted Redis):
-			// take this slot the plain way, which loads it.
-			keys, argv := args(slots[i])
-			cmd = acquireSlotScript.Run(ctx, s.rdb, keys, argv...)
+	var busy []string
+	for i, n := range live {
+		if n.Val() > int64(slots[i].Limit) {
+			busy = append(busy, s.slotsKey(slots[i].Destination))
 		}
-		ok, err := cmd.Int()
-		if err != nil {
-			return false, fmt.Errorf("acquire delivery slot %d of %d: %w", i+1, len(slots), err)
-		}
-		all = all && ok == 1
 	}
-	return all, nil
+	if len(busy) == 0 {
+		return true, nil
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, key := range busy {
+			p.ZRem(ctx, key, holder)
+			p.ZRemRangeByScore(ctx, key, "-inf", nowMS)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("give back %d busy delivery slots: %w", len(busy), err)
+	}
+	return false, nil
 }
 
 // ReleaseSlots gives holder's slots of destinations back, in one round

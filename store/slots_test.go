@@ -29,22 +29,29 @@ func slotHolders(t *testing.T, s *store.Store, rdb redis.UniversalClient, destin
 }
 
 // TestAcquireSlots: a delivery's slots are taken in one call, each against
-// its own limit; a holder already in a slot keeps it and moves its lease
-// (a re-run, or a re-sent pipeline whose reply was lost); a holder whose
-// lease ended no longer counts; and ReleaseSlots gives back every one,
-// held or not, leaving the other holders alone. Judged from the sorted
-// sets in Redis.
+// its own limit; a slot over its limit is given back at once, and its set
+// swept of the holders whose lease ended; a holder already in a slot keeps
+// it and moves its lease (a re-run, or a re-sent pipeline whose reply was
+// lost); a holder whose lease ended no longer counts; every set that holds
+// anyone expires no sooner than its newest lease; and ReleaseSlots gives
+// back every one, held or not, leaving the other holders alone. Judged from
+// the sorted sets in Redis.
 func TestAcquireSlots(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
 		// others are holders already in a destination's set, with the
-		// lease each has left (negative: ended).
+		// lease each has left (negative or zero: ended); the set expires
+		// when the longest of them ends, as if they had taken their slots.
+		// None outlasts the new holder's lease.
 		others map[string]map[string]time.Duration
 		slots  []store.Slot
 		runs   int // how often AcquireSlots runs, the clock moving a second between runs
 		want   bool
 		held   []string // the destinations whose set holds the holder afterwards
+		// swept are the others gone from a destination's set afterwards
+		// (the rest stay: a set with room is not swept).
+		swept map[string][]string
 	}{
 		{
 			name:  "all free",
@@ -58,10 +65,36 @@ func TestAcquireSlots(t *testing.T) {
 			runs:   1, want: false, held: []string{"job:a", "addr:1.2.3.4:443"},
 		},
 		{
+			name:   "the limit reached by live holders: the holder's own add is given back",
+			others: map[string]map[string]time.Duration{"domain:a.example": {"one": slotLease, "two": time.Second}},
+			slots:  []store.Slot{{Destination: "job:a", Limit: 2}, {Destination: "domain:a.example", Limit: 2}},
+			runs:   1, want: false, held: []string{"job:a"},
+		},
+		{
 			name:   "a full slot whose holder's lease ended",
 			others: map[string]map[string]time.Duration{"domain:a.example": {"dead": -time.Second}},
 			slots:  []store.Slot{{Destination: "job:a", Limit: 2}, {Destination: "domain:a.example", Limit: 1}},
 			runs:   1, want: true, held: []string{"job:a", "domain:a.example"},
+		},
+		{
+			name:   "a lease that ends now has ended",
+			others: map[string]map[string]time.Duration{"domain:a.example": {"dead": 0}},
+			slots:  []store.Slot{{Destination: "domain:a.example", Limit: 1}},
+			runs:   1, want: true, held: []string{"domain:a.example"},
+		},
+		{
+			// The set holds as many members as the limit, one of them dead:
+			// counting members rather than live leases would find it full.
+			name:   "a holder whose lease ended is not counted",
+			others: map[string]map[string]time.Duration{"domain:a.example": {"live": slotLease, "dead": -time.Second}},
+			slots:  []store.Slot{{Destination: "domain:a.example", Limit: 2}},
+			runs:   1, want: true, held: []string{"domain:a.example"},
+		},
+		{
+			name:   "a full slot is swept of the holders whose lease ended",
+			others: map[string]map[string]time.Duration{"domain:a.example": {"live": slotLease, "dead": -time.Second, "ended now": 0}},
+			slots:  []store.Slot{{Destination: "domain:a.example", Limit: 1}},
+			runs:   1, want: false, swept: map[string][]string{"domain:a.example": {"dead", "ended now"}},
 		},
 		{
 			name:  "a re-run by the same holder",
@@ -76,6 +109,14 @@ func TestAcquireSlots(t *testing.T) {
 			slots:  []store.Slot{{Destination: "job:a", Limit: 1}, {Destination: "domain:a.example", Limit: 2}},
 			runs:   2, want: true, held: []string{"job:a", "domain:a.example"},
 		},
+		{
+			// The set would expire with its holder's short lease, before
+			// the new holder's ends.
+			name:   "a set that expires sooner than the new lease",
+			others: map[string]map[string]time.Duration{"domain:a.example": {"short": 30 * time.Second}},
+			slots:  []store.Slot{{Destination: "domain:a.example", Limit: 2}},
+			runs:   1, want: true, held: []string{"domain:a.example"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,8 +125,20 @@ func TestAcquireSlots(t *testing.T) {
 			clock := testutil.NewClock(time.Now())
 			s, r := newStore(t, clock.Now)
 			for dest, holders := range tc.others {
+				key := s.SlotsKey(dest)
+				// Not sooner than 30s on, though: a set whose holders have
+				// all ended would expire before the test reads it.
+				longest := clock.Now().Add(30 * time.Second)
 				for h, left := range holders {
-					r.Client.ZAdd(ctx, s.SlotsKey(dest), redis.Z{Score: float64(clock.Now().Add(left).UnixMilli()), Member: h})
+					ends := clock.Now().Add(left)
+					r.Client.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: h})
+					if ends.After(longest) {
+						longest = ends
+					}
+				}
+				r.Client.PExpireAt(ctx, key, longest)
+				if longest.After(clock.Now().Add(slotLease)) {
+					t.Fatalf("%s: a holder's lease outlasts the new one's: the set's expiry would not tell", dest)
 				}
 			}
 			var ok bool
@@ -117,12 +170,27 @@ func TestAcquireSlots(t *testing.T) {
 				case in && at != lease:
 					t.Errorf("%s: the holder's lease ends at %d, want %d (the last run's)", sl.Destination, at, lease)
 				}
-				if len(got) > sl.Limit {
-					t.Errorf("%s has %d holders, over its limit %d: %v", sl.Destination, len(got), sl.Limit, got)
+				swept := map[string]bool{}
+				for _, h := range tc.swept[sl.Destination] {
+					swept[h] = true
 				}
-				if in {
-					if ttl := r.Client.PTTL(ctx, s.SlotsKey(sl.Destination)).Val(); ttl <= 0 {
-						t.Errorf("%s: the set does not expire (PTTL %v): a holder that dies would leave it behind", sl.Destination, ttl)
+				for h := range tc.others[sl.Destination] {
+					if _, stays := got[h]; stays == swept[h] {
+						t.Errorf("%s: %s stays %v, want %v (%v)", sl.Destination, h, stays, !swept[h], got)
+					}
+				}
+				if len(got) == 0 {
+					continue
+				}
+				// The set must outlive every lease in it: one that expired
+				// sooner would free its holders' slots while they run.
+				expires, err := r.Client.Do(ctx, "PEXPIRETIME", s.SlotsKey(sl.Destination)).Int64()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for h, ends := range got {
+					if expires < ends {
+						t.Errorf("%s expires at %d ms (-1: never), before %s's lease ends at %d", sl.Destination, expires, h, ends)
 					}
 				}
 			}
@@ -166,29 +234,6 @@ func TestAcquireSlotsLostReply(t *testing.T) {
 	for _, sl := range slots {
 		if got := slotHolders(t, direct, r.Client, sl.Destination); len(got) != 1 || got["lost-reply-holder"] == 0 {
 			t.Errorf("%s holds %v, want the holder once", sl.Destination, got)
-		}
-	}
-}
-
-// TestAcquireSlotsNoScript: a Redis that does not hold the script (a fresh
-// or restarted server) answers the pipeline's EVALSHA with NOSCRIPT; the
-// slots are then taken the plain way, which loads it.
-func TestAcquireSlotsNoScript(t *testing.T) {
-	t.Parallel()
-	r := testutil.NewPrivateRedis(t)
-	s := store.New(r.Client, store.Options{Namespace: r.Namespace, Retention: time.Hour})
-	ctx := context.Background()
-	if err := r.Client.ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	slots := []store.Slot{{Destination: "job:a", Limit: 1}, {Destination: "domain:a.example", Limit: 1}}
-	ok, err := s.AcquireSlots(ctx, "holder", slotLease, slots)
-	if err != nil || !ok {
-		t.Fatalf("AcquireSlots on a Redis without the script = %v, %v; want taken", ok, err)
-	}
-	for _, sl := range slots {
-		if got := slotHolders(t, s, r.Client, sl.Destination); len(got) != 1 || got["holder"] == 0 {
-			t.Errorf("%s holds %v, want the holder", sl.Destination, got)
 		}
 	}
 }

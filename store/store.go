@@ -173,15 +173,12 @@ var (
 	zremIfScoreSource string
 	//go:embed lua/create_message.lua
 	createMessageSource string
-	//go:embed lua/acquire_slot.lua
-	acquireSlotSource string
 
 	createScript        = redis.NewScript(createSource)
 	updateScript        = redis.NewScript(updateSource)
 	recordMessageScript = redis.NewScript(recordMessageSource)
 	zremIfScoreScript   = redis.NewScript(zremIfScoreSource)
 	createMessageScript = redis.NewScript(createMessageSource)
-	acquireSlotScript   = redis.NewScript(acquireSlotSource)
 )
 
 // Create stores job unless a job with its id exists. It returns the stored
