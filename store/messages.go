@@ -62,18 +62,28 @@ func (m *Message) AddAttempt(a Attempt) {
 
 // Message returns a delivery record, or ErrNotFound.
 func (s *Store) Message(ctx context.Context, jobID, msgID string) (Message, error) {
-	rec, err := s.readMessage(ctx, jobID, msgID)
+	_, m, found, err := s.loadMessage(ctx, jobID, msgID)
 	if err != nil {
 		return Message{}, err
-	}
-	m, found, err := rec.message(jobID)
-	if err != nil {
-		return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
 	}
 	if !found {
 		return Message{}, fmt.Errorf("message %s of job %s: %w", msgID, jobID, ErrNotFound)
 	}
 	return m, nil
+}
+
+// loadMessage reads a message's record and decodes it: found is false
+// when neither of its fields holds one.
+func (s *Store) loadMessage(ctx context.Context, jobID, msgID string) (messageRecord, Message, bool, error) {
+	rec, err := s.readMessage(ctx, jobID, msgID)
+	if err != nil {
+		return messageRecord{}, Message{}, false, err
+	}
+	m, found, err := rec.message(jobID)
+	if err != nil {
+		return messageRecord{}, Message{}, false, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
+	}
+	return rec, m, found, nil
 }
 
 // messageRecord is what the fields of one message hold, as read: the
@@ -172,13 +182,9 @@ var ErrMessageContention = errors.New("message update contention")
 // both fields.
 func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *Message, found bool) ([]OutboxEntry, error)) (Message, error) {
 	for range maxUpdateAttempts {
-		rec, err := s.readMessage(ctx, jobID, msgID)
+		rec, m, found, err := s.loadMessage(ctx, jobID, msgID)
 		if err != nil {
 			return Message{}, err
-		}
-		m, found, err := rec.message(jobID)
-		if err != nil {
-			return Message{}, fmt.Errorf("decode message %s of job %s: %w", msgID, jobID, err)
 		}
 		outbox, err := fn(&m, found)
 		if errors.Is(err, ErrNoChange) {
