@@ -66,10 +66,12 @@ func (s *Store) AcquireSlots(ctx context.Context, holder string, lease time.Dura
 	now := s.now()
 	ends := now.Add(lease)
 	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
+	keys := make([]string, len(slots))
 	live := make([]*redis.IntCmd, len(slots))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sl := range slots {
 			key := s.slotsKey(sl.Destination)
+			keys[i] = key
 			p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
 			p.PExpireAt(ctx, key, ends)
 			live[i] = p.ZCount(ctx, key, "("+nowMS, "+inf")
@@ -82,7 +84,7 @@ func (s *Store) AcquireSlots(ctx context.Context, holder string, lease time.Dura
 	var busy []string
 	for i, n := range live {
 		if n.Val() > int64(slots[i].Limit) {
-			busy = append(busy, s.slotsKey(slots[i].Destination))
+			busy = append(busy, keys[i])
 		}
 	}
 	if len(busy) == 0 {
