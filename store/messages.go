@@ -95,10 +95,17 @@ type messageRecord struct {
 	legacyStored  string
 }
 
+// newMessageRecord is the empty record of message msgID of jobID: its
+// fields, nothing read yet.
+func newMessageRecord(jobID, msgID string) messageRecord {
+	field, legacy := messageFields(jobID, msgID)
+	return messageRecord{field: field, legacy: legacy}
+}
+
 // readMessage reads both fields a message's record may be under, in one
 // command.
 func (s *Store) readMessage(ctx context.Context, jobID, msgID string) (messageRecord, error) {
-	rec := messageRecord{field: messageField(jobID, msgID), legacy: legacyMessageField(jobID, msgID)}
+	rec := newMessageRecord(jobID, msgID)
 	if rec.legacy == "" {
 		raw, err := s.rdb.HGet(ctx, s.messagesKey(jobID), rec.field).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -153,7 +160,8 @@ func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobI
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
 	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
-	args := []any{messageField(jobID, m.ID), legacyMessageField(jobID, m.ID), raw, s.retention.Milliseconds()}
+	field, legacy := messageFields(jobID, m.ID)
+	args := []any{field, legacy, raw, s.retention.Milliseconds()}
 	if err := script.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("%s message %s of job %s: %w", op, m.ID, jobID, err)
 	}
@@ -234,7 +242,8 @@ func (s *Store) Messages(ctx context.Context, jobID string) ([]Message, error) {
 		id := messageOfField(jobID, field)
 		rec := byID[id]
 		if rec == nil {
-			rec = &messageRecord{field: messageField(jobID, id), legacy: legacyMessageField(jobID, id)}
+			r := newMessageRecord(jobID, id)
+			rec = &r
 			byID[id] = rec
 		}
 		if field == rec.field {
@@ -298,7 +307,7 @@ const (
 	eventIDPrefix = "evt_"
 	// eventFactLen is the fact's part of an event id that carries its
 	// job, unique within the job (a message's record is stored under it:
-	// messageField).
+	// messageFields).
 	eventFactLen     = 16
 	eventIDLen       = len(eventIDPrefix) + 32 + eventFactLen
 	legacyEventIDLen = len(eventIDPrefix) + 32

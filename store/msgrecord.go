@@ -22,31 +22,23 @@ import (
 // delivery wrote one beside a newer's during a rolling upgrade), the one
 // further along is the message (further).
 
-// messageField is the field of a message's record in its job's messages
-// hash: "<fact>.<destination>" when the message's event id carries the job,
-// else the message id itself.
-func messageField(jobID, msgID string) string {
+// messageFields returns the field of a message's record in its job's
+// messages hash, "<fact>.<destination>" when the message's event id carries
+// the job, else the message id itself; and legacy, the field an earlier
+// version kept the record under, or "" when that is the same field.
+func messageFields(jobID, msgID string) (field, legacy string) {
 	eventID, dest, ok := SplitMessageID(msgID)
 	if !ok {
-		return msgID
+		return msgID, ""
 	}
 	if j, carries := JobOfEvent(eventID); !carries || j != jobID {
-		return msgID
+		return msgID, ""
 	}
-	return eventID[eventIDLen-eventFactLen:] + "." + dest
-}
-
-// legacyMessageField is the field an earlier version kept the record of
-// msgID under, or "" when it is the one messageField names.
-func legacyMessageField(jobID, msgID string) string {
-	if messageField(jobID, msgID) == msgID {
-		return ""
-	}
-	return msgID
+	return eventID[eventIDLen-eventFactLen:] + "." + dest, msgID
 }
 
 // messageOfField is the message id a field of jobID's messages hash names
-// (messageField's inverse; a legacy field is the id itself).
+// (messageFields' inverse; a legacy field is the id itself).
 func messageOfField(jobID, field string) string {
 	fact, dest, ok := strings.Cut(field, ".")
 	if !ok || len(fact) != eventFactLen || !isLowerHex(fact) {

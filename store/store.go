@@ -576,11 +576,11 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		// record an earlier version stored under its full id (a re-run of
 		// the change that made the event); a fresh event's messages skip
 		// the script's look at that field.
-		legacy := legacyMessageField(j.ID, m.ID)
-		if madeBy(fresh, m.EventID) {
+		field, legacy := messageFields(j.ID, m.ID)
+		if slices.ContainsFunc(fresh, func(e CommittedEvent) bool { return e.ID == m.EventID }) {
 			legacy = ""
 		}
-		args = append(args, messageField(j.ID, m.ID), legacy, raw)
+		args = append(args, field, legacy, raw)
 	}
 	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
 		return commitResult{}, err
@@ -606,16 +606,6 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		return commitResult{}, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
 	return commitResult{}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
-}
-
-// madeBy reports whether eventID is among events.
-func madeBy(events []CommittedEvent, eventID string) bool {
-	for _, e := range events {
-		if e.ID == eventID {
-			return true
-		}
-	}
-	return false
 }
 
 // prepareCommit writes, before a commit, the cross-job entries that must
