@@ -179,6 +179,17 @@ func TestAcquireSlots(t *testing.T) {
 						t.Errorf("%s: %s stays %v, want %v (%v)", sl.Destination, h, stays, !swept[h], got)
 					}
 				}
+				// Dead holders may stay in a set with room; the live ones
+				// never exceed its limit.
+				live := 0
+				for _, ends := range got {
+					if ends > clock.Now().UnixMilli() {
+						live++
+					}
+				}
+				if live > sl.Limit {
+					t.Errorf("%s has %d live holders, over its limit %d: %v", sl.Destination, live, sl.Limit, got)
+				}
 				if len(got) == 0 {
 					continue
 				}
