@@ -210,9 +210,11 @@ func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string
 	if err != nil {
 		return none, fmt.Errorf("encode job %s: %w", job.ID, err)
 	}
-	// Indexed before the job exists, in one round trip: the outbox, so that
-	// a crash before the script leaves an index entry pointing at nothing
-	// rather than an outbox nobody will flush; the deadline, so that no job
+	// Indexed before the job exists, in one round trip: the outbox, if the
+	// caller gives one (tasks.Client gives none: it enqueues the request
+	// itself, see created_sweep.go), so that a crash before the script
+	// leaves an index entry pointing at nothing rather than an outbox nobody
+	// will flush; the deadline, so that no job
 	// lives without a deadline backstop; the creation listing, so that no
 	// job lives unlisted (Update writes only the status listing). NX for
 	// the last two, so that an idempotent repeat does not move the entries

@@ -104,9 +104,12 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 	}
 	fp := req.fingerprint()
 	job := newJob(req, JobID(req, fp), c.opts.Now(), c.opts.JobDeadline)
-	entry := OutboxEntry(RequestPreview{JobID: job.ID, SessionCode: job.SessionCode}, time.Time{})
 
-	res, err := c.store.CreateCommitted(ctx, job, fp, []store.OutboxEntry{entry})
+	// No outbox: the job's only task is enqueued right after the creation,
+	// and a creator that dies in between leaves a queued job that the
+	// sweeper's pass over new jobs enqueues (store.CreatedAfter), as a
+	// repeat of this request does at once.
+	res, err := c.store.CreateCommitted(ctx, job, fp, nil)
 	if err != nil {
 		return store.Job{}, false, err
 	}
@@ -120,10 +123,14 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 		// misses this job, whose safety-net poll still ends it.
 		_ = c.store.IndexSession(ctx, stored.SessionCode, stored.ID, stored.Deadline)
 	}
-	// A new job is flushed from what its creation wrote; a repeat reads the
-	// outbox: if the job's creator died before enqueueing, this repeat
-	// finishes the job's creation.
-	if err := c.enqueuer.FlushCommitted(ctx, res.Committed); err != nil {
+	if !res.New && stored.Status != store.StatusQueued {
+		return stored, false, nil // its request task has run
+	}
+	// A repeat of a queued job enqueues again: if its creator died before
+	// enqueueing, this finishes the creation; if the task is in asynq, the
+	// enqueue is a no-op (and a request task that runs after the job left
+	// queued does nothing: see worker.RequestPreview).
+	if err := c.enqueuer.EnqueueRequest(ctx, stored); err != nil {
 		return stored, res.New, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
 	}
 	return stored, res.New, nil

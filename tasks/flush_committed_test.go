@@ -164,12 +164,12 @@ func TestFlushRedoneCommit(t *testing.T) {
 	}
 }
 
-// TestNewJobIsFlushedFromItsCreation: a new job's request task is enqueued
-// from what its creation wrote, without reading the outbox or its index
-// back, and ends as any flush does (the task pending, the outbox empty, no
-// index entry left) with the job in its session's index; a repeat of the
-// request reads the outbox (its creator may have died before enqueueing).
-func TestNewJobIsFlushedFromItsCreation(t *testing.T) {
+// TestNewJobIsEnqueuedByItsCreator: a new job is created with no outbox
+// and no outbox index entry, its request task is enqueued right after, and
+// the job is in its session's index; a repeat of the request while the job
+// is queued enqueues the task again (its creator may have died before
+// enqueueing), and one after the job moved on does not.
+func TestNewJobIsEnqueuedByItsCreator(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, tasks.ClientOptions{})
 	ctx := context.Background()
@@ -193,16 +193,26 @@ func TestNewJobIsFlushedFromItsCreation(t *testing.T) {
 	}
 
 	// A repeat, after its creator died between the creation and the
-	// enqueue (the task deleted, the entry put back): it finishes the job.
+	// enqueue (the task deleted): it finishes the job's creation.
 	if err := e.inspector.DeleteTask(e.q.Previews, "request:"+j.ID); err != nil {
 		t.Fatal(err)
 	}
-	addOutbox(t, e, j.ID, tasks.OutboxEntry(tasks.RequestPreview{JobID: j.ID, SessionCode: j.SessionCode}, time.Time{}))
 	if again := e.request(t, req); again.ID != j.ID {
 		t.Fatalf("repeat made job %s, want %s", again.ID, j.ID)
 	}
 	checkIDs(t, "pending", taskIDs(e.pending(t, e.q.Previews)), map[string]bool{"request:" + j.ID: true})
-	if ob := e.outbox(t, j.ID); len(ob) != 0 {
-		t.Errorf("outbox still holds %d entries after the repeat", len(ob))
+
+	// A repeat after the job left queued (its request task ran) enqueues
+	// nothing.
+	if err := e.inspector.DeleteTask(e.q.Previews, "request:"+j.ID); err != nil {
+		t.Fatal(err)
 	}
+	if _, err := e.c.Store().Update(ctx, j.ID, func(job *store.Job, _ time.Time) (store.Change, error) {
+		job.Status = store.StatusRequesting
+		return store.Change{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.request(t, req)
+	checkIDs(t, "pending", taskIDs(e.pending(t, e.q.Previews)), map[string]bool{})
 }

@@ -252,6 +252,13 @@ func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, processAt time.Time) 
 	return nil
 }
 
+// EnqueueRequest enqueues the request task of a queued job: its creator's
+// step right after the creation, repeated by the sweeper for a job whose
+// creator died before it.
+func (e *Enqueuer) EnqueueRequest(ctx context.Context, j store.Job) error {
+	return e.Enqueue(ctx, RequestPreview{JobID: j.ID, SessionCode: j.SessionCode}, time.Time{})
+}
+
 func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task) error {
 	_, err := e.client.EnqueueContext(ctx, task)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {

@@ -39,6 +39,9 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 // timer, and every step is safe to repeat or to run in several processes:
 //   - outboxes left by a process that died between a commit and its
 //     enqueue are enqueued;
+//   - jobs created since the last sweep and still queued get their request
+//     task (enqueued again; a no-op while asynq holds it): their creator
+//     may have died between the creation and its enqueue;
 //   - jobs still unfinished well past their deadline (their task chain
 //     died: archived, deleted from the dashboard, lost with a Redis
 //     failover) are timed out, so that no job waits forever;
@@ -50,6 +53,7 @@ func (w *Worker) Sweep(ctx context.Context) error {
 	errs = append(errs, w.sweepIndex(ctx, start, func(ctx context.Context) ([]store.IndexEntry, error) {
 		return w.store.StaleOutboxes(ctx, cutoff, sweepBatch)
 	}, w.enqueuer.FlushIndexed)...)
+	errs = append(errs, w.sweepCreated(ctx, start, cutoff)...)
 	errs = append(errs, w.sweepIndex(ctx, start, func(ctx context.Context) ([]store.IndexEntry, error) {
 		return w.store.Overdue(ctx, cutoff, sweepBatch)
 	}, w.timeOut)...)
@@ -84,6 +88,66 @@ func (w *Worker) sweepIndex(ctx context.Context, start time.Time,
 			return errs
 		}
 	}
+}
+
+// sweepCreated reads the creation listing forward from the cursor the
+// last sweep saved, up to cutoff, and enqueues the request task of every
+// job still queued (see store.CreatedAfter), in batches within the sweep's
+// bounds, saving the cursor after each. With no cursor saved it starts a
+// job deadline back: an older job is the overdue pass's to time out.
+func (w *Worker) sweepCreated(ctx context.Context, start, cutoff time.Time) []error {
+	cursor, ok, err := w.store.CreatedSweepCursor(ctx)
+	if err != nil {
+		return []error{err}
+	}
+	if !ok {
+		cursor = store.CreatedCursor{MS: start.Add(-w.opts.JobDeadline).UnixMilli()}
+	}
+	for batch := 1; ; batch++ {
+		queued, next, n, err := w.store.CreatedAfter(ctx, cursor, cutoff, sweepBatch)
+		if err != nil {
+			return []error{err}
+		}
+		var errs []error
+		for _, id := range queued {
+			if err := w.enqueueRequest(ctx, id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) > 0 {
+			return errs // the cursor stays: the next sweep retries this batch
+		}
+		if next != cursor {
+			// The key outlives a sweep interval by far; without one a
+			// sweep starts a job deadline back.
+			if err := w.store.SaveCreatedSweepCursor(ctx, next, w.opts.JobDeadline); err != nil {
+				return []error{err}
+			}
+			cursor = next
+		}
+		if n < sweepBatch || batch >= sweepMaxBatches || w.opts.Now().Sub(start) >= sweepBudget || ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// enqueueRequest enqueues the request task of a job the creation listing
+// found queued, unless it moved on or expired since.
+func (w *Worker) enqueueRequest(ctx context.Context, jobID string) error {
+	job, err := w.store.Get(ctx, jobID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case job.Status != store.StatusQueued, !w.opts.Now().Before(job.Deadline):
+		return nil // moved on, or the overdue pass's to time out
+	}
+	if err := w.enqueuer.EnqueueRequest(ctx, job); err != nil {
+		return err
+	}
+	w.log.Debug("sweeper enqueued a queued job's request task (a no-op if asynq held it)", zap.String("job_id", job.ID))
+	return nil
 }
 
 // timeOut handles one overdue entry: a job not final is timed out, and the

@@ -49,6 +49,32 @@ func TestSweepDrainsMoreThanOneBatch(t *testing.T) {
 			},
 		},
 		{
+			name: "jobs whose creator died before enqueueing",
+			orphan: func(t *testing.T, h *harness, job store.Job) {
+				if _, _, _, err := h.store.Create(context.Background(), job, "fp", nil); err != nil {
+					t.Fatal(err)
+				}
+			},
+			check: func(t *testing.T, h *harness, ids []string) {
+				pending, err := h.inspector.ListPendingTasks(h.queues.Previews, asynq.PageSize(2*n))
+				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+					t.Fatal(err)
+				}
+				got := make(map[string]bool, len(pending))
+				for _, task := range pending {
+					got[task.ID] = true
+				}
+				for _, id := range ids {
+					if !got["request:"+id] {
+						t.Errorf("job %s: no request task after the sweep", id)
+					}
+				}
+				if len(pending) != n {
+					t.Errorf("%d request tasks enqueued by one sweep, want %d", len(pending), n)
+				}
+			},
+		},
+		{
 			name: "jobs past their deadline with no task",
 			orphan: func(t *testing.T, h *harness, job store.Job) {
 				job.Deadline = job.CreatedAt.Add(-time.Minute)
