@@ -239,8 +239,9 @@ func TestRedoneCommitWritesNoOutboxIndex(t *testing.T) {
 
 // TestOutboxIndexWithoutTheScript: on a Redis that lost its scripts (a
 // restart, a failover), the index writes pipelined by their hash answer
-// NOSCRIPT and are made the plain way: a creation, a commit with messages
-// and one without each leave the job indexed at the score they report.
+// NOSCRIPT and are made the plain way: a creation leaves the job indexed
+// as of its write, and a commit with messages and one without each leave it
+// indexed at the score they report.
 func TestOutboxIndexWithoutTheScript(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -270,11 +271,14 @@ func TestOutboxIndexWithoutTheScript(t *testing.T) {
 			}
 			job := newJob(time.Now())
 			flush()
-			created, err := s.CreateCommitted(ctx, job, "fp", []store.OutboxEntry{{ID: "first", Data: []byte("1")}})
-			if err != nil || !created.New || !created.Committed.Indexed {
-				t.Fatalf("CreateCommitted without the script: %+v, %v", created.Committed, err)
+			before := time.Now().UnixMilli()
+			if _, isNew, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "first", Data: []byte("1")}}); err != nil || !isNew {
+				t.Fatalf("Create without the script: new=%v, %v", isNew, err)
 			}
-			indexed("creation", created.Committed.Index)
+			after := time.Now().UnixMilli()
+			if got, ok, err := s.OutboxIndexEntry(ctx, job.ID); err != nil || !ok || got.Score < float64(before) || got.Score > float64(after) {
+				t.Fatalf("creation: index entry %+v (%v, %v), want one scored in [%d, %d]", got, ok, err, before, after)
+			}
 
 			flush()
 			_, c, err := s.UpdateCommitted(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {

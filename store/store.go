@@ -184,39 +184,21 @@ var (
 // Create stores job unless a job with its id exists. It returns the stored
 // job, whether this call created it, and the request fingerprint the stored
 // job was created with (compare it to detect an idempotency key reused for a
-// different request). The outbox entries are stored with a new job only.
-func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Job, bool, string, error) {
-	c, err := s.CreateCommitted(ctx, job, fingerprint, outbox)
-	return c.Job, c.New, c.Fingerprint, err
-}
-
-// Created is what CreateCommitted did.
-type Created struct {
-	Job         Job    // the stored job: this request's, or the one it repeats
-	New         bool   // this call created it
-	Fingerprint string // the request fingerprint the stored job was created with
-	// Committed is a new job's outbox as the creation wrote it and indexed
-	// it, for its creator's flush from memory (FlushCommitted); for a
-	// repeat, only the job id (the repeat's flush reads the outbox).
-	Committed Committed
-}
-
-// CreateCommitted is Create, and also reports what a new job's creation
-// put in its outbox. A new job also enters its session's index (see
+// different request). The outbox entries are stored with a new job only
+// (tasks.Client gives none: it enqueues the request itself, see
+// created_sweep.go). A new job also enters its session's index (see
 // IndexSession) in the round trip that finishes its other entries.
-func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Created, error) {
-	none := Created{Committed: Committed{JobID: job.ID}}
+func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox []OutboxEntry) (Job, bool, string, error) {
 	doc, err := marshalRecord(job)
 	if err != nil {
-		return none, fmt.Errorf("encode job %s: %w", job.ID, err)
+		return Job{}, false, "", fmt.Errorf("encode job %s: %w", job.ID, err)
 	}
-	// Indexed before the job exists, in one round trip: the outbox, if the
-	// caller gives one (tasks.Client gives none: it enqueues the request
-	// itself, see created_sweep.go), so that a crash before the script
-	// leaves an index entry pointing at nothing rather than an outbox nobody
-	// will flush; the deadline, so that no job
-	// lives without a deadline backstop; the creation listing, so that no
-	// job lives unlisted (Update writes only the status listing). NX for
+	// Indexed before the job exists, in one round trip: the outbox, if any,
+	// so that a crash before the script leaves an index entry pointing at
+	// nothing rather than an outbox nobody will flush; the deadline, so
+	// that no job lives without a deadline backstop; the creation listing,
+	// so that no job lives unlisted (Update writes only the status listing)
+	// and none escapes the sweeper's pass over new jobs. NX for
 	// the last two, so that an idempotent repeat does not move the entries
 	// of the job it repeats (fixDeadlineIndexIn below settles them once the
 	// script says which job is stored). Listings skip entries of jobs that
@@ -234,12 +216,11 @@ func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string
 		return nil
 	})
 	if err := cmdsErr(cmds, index); err != nil { // the index write is read by indexedScore
-		return none, fmt.Errorf("index job %s: %w", job.ID, err)
+		return Job{}, false, "", fmt.Errorf("index job %s: %w", job.ID, err)
 	}
-	var indexScore float64
 	if index != nil {
-		if indexScore, err = s.indexedScore(ctx, index, job.ID); err != nil {
-			return none, fmt.Errorf("index outbox of job %s: %w", job.ID, err)
+		if _, err := s.indexedScore(ctx, index, job.ID); err != nil {
+			return Job{}, false, "", fmt.Errorf("index outbox of job %s: %w", job.ID, err)
 		}
 	}
 	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), newNonce(), len(outbox)}
@@ -248,7 +229,7 @@ func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string
 	}
 	res, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(job.ID), s.outboxKey(job.ID)}, args...).Slice()
 	if err != nil {
-		return none, fmt.Errorf("create job %s: %w", job.ID, err)
+		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
 	}
 	isNew, _ := res[0].(int64)
 	if mine, _ := sliceInt(res, 3); isNew == 1 || mine == 1 {
@@ -271,18 +252,16 @@ func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string
 		// Best effort for the counter (a lost increment only skews a
 		// metric) and the session index (a push then misses the job, whose
 		// safety-net poll still ends it).
-		created := Created{Job: job, New: true, Fingerprint: fingerprint,
-			Committed: Committed{JobID: job.ID, Outbox: outbox, Index: IndexEntry{JobID: job.ID, Score: indexScore}, Indexed: index != nil}}
 		if err := cmdsErr(cmds, bestEffort...); err != nil {
-			return created, fmt.Errorf("index job %s: %w", job.ID, err)
+			return job, true, fingerprint, fmt.Errorf("index job %s: %w", job.ID, err)
 		}
-		return created, nil
+		return job, true, fingerprint, nil
 	}
 	storedFingerprint, _ := res[1].(string)
 	storedDoc, _ := res[2].(string)
 	var stored Job
 	if err := unmarshalRecord([]byte(storedDoc), &stored); err != nil {
-		return none, fmt.Errorf("decode job %s: %w", job.ID, err)
+		return Job{}, false, "", fmt.Errorf("decode job %s: %w", job.ID, err)
 	}
 	// A repeat also repairs the listing a crashed creator may have missed
 	// (the creation entry included: the NX above may have put this
@@ -292,11 +271,10 @@ func (s *Store) CreateCommitted(ctx context.Context, job Job, fingerprint string
 		s.indexListingIn(ctx, p, stored, "", true)
 		return nil
 	})
-	repeat := Created{Job: stored, Fingerprint: storedFingerprint, Committed: Committed{JobID: stored.ID}}
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return repeat, fmt.Errorf("index job %s: %w", stored.ID, err)
+		return stored, false, storedFingerprint, fmt.Errorf("index job %s: %w", stored.ID, err)
 	}
-	return repeat, nil
+	return stored, false, storedFingerprint, nil
 }
 
 // Get returns the job with the given id, or ErrNotFound.

@@ -109,21 +109,20 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 	// and a creator that dies in between leaves a queued job that the
 	// sweeper's pass over new jobs enqueues (store.CreatedAfter), as a
 	// repeat of this request does at once.
-	res, err := c.store.CreateCommitted(ctx, job, fp, nil)
+	stored, isNew, storedFP, err := c.store.Create(ctx, job, fp, nil)
 	if err != nil {
 		return store.Job{}, false, err
 	}
-	stored := res.Job
-	if res.Fingerprint != fp {
+	if storedFP != fp {
 		return stored, false, fmt.Errorf("job %s: %w", stored.ID, ErrIdempotencyConflict)
 	}
-	if !res.New {
+	if !isNew {
 		// Best effort, and repeated by any repeat of the request (a new
 		// job's creation wrote it): without it a push for the session
 		// misses this job, whose safety-net poll still ends it.
 		_ = c.store.IndexSession(ctx, stored.SessionCode, stored.ID, stored.Deadline)
 	}
-	if !res.New && stored.Status != store.StatusQueued {
+	if !isNew && stored.Status != store.StatusQueued {
 		return stored, false, nil // its request task has run
 	}
 	// A repeat of a queued job enqueues again: if its creator died before
@@ -131,9 +130,9 @@ func (c *Client) Submit(ctx context.Context, req PreviewRequest) (store.Job, boo
 	// enqueue is a no-op (and a request task that runs after the job left
 	// queued does nothing: see worker.RequestPreview).
 	if err := c.enqueuer.EnqueueRequest(ctx, stored); err != nil {
-		return stored, res.New, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
+		return stored, isNew, fmt.Errorf("job %s created, enqueue pending (a worker's sweeper will retry): %w", stored.ID, err)
 	}
-	return stored, res.New, nil
+	return stored, isNew, nil
 }
 
 // List returns a page of jobs, newest first (see store.ListOptions).
