@@ -83,11 +83,17 @@ func (w *Worker) sweepIndex(ctx context.Context, start time.Time,
 				errs = append(errs, err)
 			}
 		}
-		if len(errs) > 0 || len(entries) < sweepBatch || batch >= sweepMaxBatches ||
-			w.opts.Now().Sub(start) >= sweepBudget || ctx.Err() != nil {
+		if len(errs) > 0 || w.sweepDone(ctx, start, batch, len(entries)) {
 			return errs
 		}
 	}
+}
+
+// sweepDone reports whether a pass of the sweep ends after its batch-th
+// batch, which held n entries: the index has no more (the batch was not
+// full), or the sweep reached its bounds.
+func (w *Worker) sweepDone(ctx context.Context, start time.Time, batch, n int) bool {
+	return n < sweepBatch || batch >= sweepMaxBatches || w.opts.Now().Sub(start) >= sweepBudget || ctx.Err() != nil
 }
 
 // sweepCreated reads the creation listing forward from the cursor the
@@ -125,7 +131,7 @@ func (w *Worker) sweepCreated(ctx context.Context, start, cutoff time.Time) []er
 			}
 			cursor = next
 		}
-		if n < sweepBatch || batch >= sweepMaxBatches || w.opts.Now().Sub(start) >= sweepBudget || ctx.Err() != nil {
+		if w.sweepDone(ctx, start, batch, n) {
 			return nil
 		}
 	}
