@@ -27,8 +27,8 @@ func TestLostRepliesAreRecognised(t *testing.T) {
 	ctx := context.Background()
 	job := newJob(time.Now())
 
-	proxy.LoseReplyTo(job.ID + "}:outbox") // the create script names the outbox key
-	_, created, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "a", Data: []byte("x")}})
+	proxy.LoseReplyTo("lost-create-reply") // only the create script carries the outbox entry's data
+	_, created, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "a", Data: []byte("lost-create-reply")}})
 	if err != nil || !created {
 		t.Fatalf("Create after a lost reply = created %v, %v; want created", created, err)
 	}

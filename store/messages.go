@@ -214,16 +214,17 @@ func (s *Store) UpdateMessage(ctx context.Context, jobID, msgID string, fn func(
 			}
 		}
 		args := []any{rec.field, rec.legacy, rec.stored, rec.legacyStored, raw, s.retention.Milliseconds(), len(outbox)}
-		for _, e := range outbox {
-			args = append(args, e.ID, e.Data)
-		}
-		keys := []string{s.messagesKey(jobID), s.jobKey(jobID), s.outboxKey(jobID)}
+		args = appendOutboxFields(args, outbox)
+		keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
 		res, err := updateMessageScript.Run(ctx, s.rdb, keys, args...).Text()
 		if err != nil {
 			return m, fmt.Errorf("update message %s of job %s: %w", msgID, jobID, err)
 		}
-		if res == "ok" {
+		switch res {
+		case "ok":
 			return m, nil
+		case "nojob":
+			return m, fmt.Errorf("message %s: job %s: %w", msgID, jobID, ErrNotFound)
 		}
 	}
 	return Message{}, fmt.Errorf("update message %s of job %s: %w", msgID, jobID, ErrMessageContention)

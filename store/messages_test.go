@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -316,5 +317,35 @@ func TestLegacyMessageMovedDespiteALostReply(t *testing.T) {
 	}
 	if _, ok := stored[m.ID]; ok {
 		t.Fatalf("the legacy field %s is still there", m.ID)
+	}
+}
+
+// TestUpdateMessageDeliveryOfAGoneJob: a message update that asks for a
+// delivery (outbox entries, which are fields of the job's record) of a job
+// that has expired is refused as not found, and leaves no record behind:
+// neither a job hash of outbox fields alone nor the message.
+func TestUpdateMessageDeliveryOfAGoneJob(t *testing.T) {
+	t.Parallel()
+	s, r := newStore(t, nil)
+	ctx := context.Background()
+	job, m := messageFixture(t, s)
+	if err := s.SaveMessage(ctx, job.ID, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Client.Del(ctx, s.KeysOf(job.ID)[0]).Err(); err != nil { // the job expired; its messages have not yet
+		t.Fatal(err)
+	}
+	_, err := s.UpdateMessage(ctx, job.ID, m.ID, func(got *store.Message, found bool) ([]store.OutboxEntry, error) {
+		got.Status, got.Replays = store.MessagePending, 1
+		return []store.OutboxEntry{{ID: "webhook:replay", Data: []byte("x")}}, nil
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UpdateMessage of a gone job = %v, want ErrNotFound", err)
+	}
+	if n := r.Client.Exists(ctx, s.KeysOf(job.ID)[0]).Val(); n != 0 {
+		t.Errorf("the update made a job hash of outbox fields alone")
+	}
+	if got, err := s.Message(ctx, job.ID, m.ID); err != nil || got.Replays != 0 {
+		t.Errorf("message after the refused update = %+v, %v; want it unchanged", got, err)
 	}
 }

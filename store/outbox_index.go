@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -62,35 +63,48 @@ func (s *Store) TouchOutboxIndex(ctx context.Context, jobID string) error {
 }
 
 // AckOutboxLeft removes entries that have been enqueued and returns how
-// many entries the outbox still holds. Both go in one pipeline on the job's
-// outbox key, so the count is read after the removal; no MULTI is needed,
-// since a write landing between the two is one that could as well have
-// landed just after the count. A blind re-run (a lost reply) deletes
-// nothing more and counts again.
+// many entries the outbox still holds, in one pipeline on the job's slot:
+// the removal from the job hash's outbox fields and from the outbox hash
+// of earlier versions (see Outbox), then the count of both, so the count
+// is read after the removal; no MULTI is needed, since a write landing
+// between the two is one that could as well have landed just after the
+// count. A blind re-run (a lost reply) deletes nothing more and counts
+// again.
 func (s *Store) AckOutboxLeft(ctx context.Context, jobID string, ids ...string) (int64, error) {
-	key := s.outboxKey(jobID)
-	var left *redis.IntCmd
+	var fields *redis.StringSliceCmd
+	var legacy *redis.IntCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if len(ids) > 0 {
-			p.HDel(ctx, key, ids...)
+			p.HDel(ctx, s.jobKey(jobID), outboxFields(ids)...)
+			p.HDel(ctx, s.legacyOutboxKey(jobID), ids...)
 		}
-		left = p.HLen(ctx, key)
+		fields = p.HKeys(ctx, s.jobKey(jobID))
+		legacy = p.HLen(ctx, s.legacyOutboxKey(jobID))
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("ack outbox of job %s: %w", jobID, err)
 	}
-	return left.Val(), nil
+	left := legacy.Val()
+	for _, f := range fields.Val() {
+		if strings.HasPrefix(f, outboxFieldPrefix) {
+			left++
+		}
+	}
+	return left, nil
 }
 
 // AckOutbox removes entries that have been enqueued, for a writer that
 // wrote no index entry (Change.Redone): it needs no count of what is left.
-// A blind re-run deletes nothing more.
+// The entries are the writer's own commit's, so they are job hash fields;
+// an entry of the same task an earlier version left in its outbox hash
+// stays for a Flush (which reads both) or its expiry. A blind re-run
+// deletes nothing more.
 func (s *Store) AckOutbox(ctx context.Context, jobID string, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := s.rdb.HDel(ctx, s.outboxKey(jobID), ids...).Err(); err != nil {
+	if err := s.rdb.HDel(ctx, s.jobKey(jobID), outboxFields(ids)...).Err(); err != nil {
 		return fmt.Errorf("ack outbox of job %s: %w", jobID, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -149,6 +150,50 @@ func TestAckOutboxLeft(t *testing.T) {
 		if err != nil || left != step.left {
 			t.Fatalf("AckOutboxLeft(%v) = %d, %v; want %d", step.ack, left, err, step.left)
 		}
+	}
+}
+
+// TestOutboxOfAnEarlierVersion: entries an earlier version left in the
+// job's outbox hash (before outbox entries became fields of the job's
+// record) are read beside this version's, once per id, counted, and
+// removed by the acknowledgement; the record's own fields are no entries.
+func TestOutboxOfAnEarlierVersion(t *testing.T) {
+	t.Parallel()
+	s, r := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", []store.OutboxEntry{{ID: "new", Data: []byte("n")}, {ID: "both", Data: []byte("b")}}); err != nil {
+		t.Fatal(err)
+	}
+	legacyKey := s.KeysOf(job.ID)[2]
+	if err := r.Client.HSet(ctx, legacyKey, "old", "o", "both", "b-old").Err(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.Outbox(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range entries {
+		got[e.ID] = string(e.Data)
+	}
+	if want := map[string]string{"new": "n", "both": "b", "old": "o"}; len(entries) != len(want) || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Outbox = %v (%d entries), want %v: the record's entry wins over the old hash's", got, len(entries), want)
+	}
+	for _, step := range []struct {
+		ack  []string
+		left int64
+	}{{nil, 4}, {[]string{"old"}, 3}, {[]string{"both"}, 1}, {[]string{"new"}, 0}} {
+		left, err := s.AckOutboxLeft(ctx, job.ID, step.ack...)
+		if err != nil || left != step.left {
+			t.Fatalf("AckOutboxLeft(%v) = %d, %v; want %d", step.ack, left, err, step.left)
+		}
+	}
+	if n := r.Client.Exists(ctx, legacyKey).Val(); n != 0 {
+		t.Errorf("the old outbox hash is still there after every entry was acknowledged")
+	}
+	if _, err := s.Get(ctx, job.ID); err != nil {
+		t.Errorf("the job after its outbox was acknowledged: %v", err)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -95,18 +96,20 @@ func (s *Store) Retention() time.Duration { return s.retention }
 // Now returns the store's clock reading.
 func (s *Store) Now() time.Time { return s.now() }
 
-func (s *Store) jobKey(id string) string      { return s.ns + ":{" + id + "}:job" }
-func (s *Store) eventsKey(id string) string   { return s.ns + ":{" + id + "}:events" }
-func (s *Store) outboxKey(id string) string   { return s.ns + ":{" + id + "}:outbox" }
-func (s *Store) messagesKey(id string) string { return s.ns + ":{" + id + "}:messages" }
-func (s *Store) outboxIndexKey() string       { return s.ns + ":index:outbox" }
-func (s *Store) deadlineIndexKey() string     { return s.ns + ":index:deadlines" }
+func (s *Store) jobKey(id string) string          { return s.ns + ":{" + id + "}:job" }
+func (s *Store) eventsKey(id string) string       { return s.ns + ":{" + id + "}:events" }
+func (s *Store) legacyOutboxKey(id string) string { return s.ns + ":{" + id + "}:outbox" }
+func (s *Store) messagesKey(id string) string     { return s.ns + ":{" + id + "}:messages" }
+func (s *Store) outboxIndexKey() string           { return s.ns + ":index:outbox" }
+func (s *Store) deadlineIndexKey() string         { return s.ns + ":index:deadlines" }
 
 // KeysOf lists the Redis keys that hold the records of one job: its
 // record (its latest events included), the events hash (older events, when
-// there are more than a record holds), its outbox and its messages.
+// there are more than a record holds), the outbox hash of earlier versions
+// (this one's outbox entries are fields of the record's hash) and its
+// messages.
 func (s *Store) KeysOf(id string) []string {
-	return []string{s.jobKey(id), s.eventsKey(id), s.outboxKey(id), s.messagesKey(id)}
+	return []string{s.jobKey(id), s.eventsKey(id), s.legacyOutboxKey(id), s.messagesKey(id)}
 }
 
 // OutboxEntry is a task to enqueue once the change that produced it is
@@ -224,10 +227,8 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 		}
 	}
 	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), newNonce(), len(outbox)}
-	for _, e := range outbox {
-		args = append(args, e.ID, e.Data)
-	}
-	res, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(job.ID), s.outboxKey(job.ID)}, args...).Slice()
+	args = appendOutboxFields(args, outbox)
+	res, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(job.ID)}, args...).Slice()
 	if err != nil {
 		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
 	}
@@ -543,9 +544,7 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		args = append(args, e.ID, packed)
 	}
 	args = append(args, len(change.Outbox))
-	for _, e := range change.Outbox {
-		args = append(args, e.ID, e.Data)
-	}
+	args = appendOutboxFields(args, change.Outbox)
 	args = append(args, len(change.Messages))
 	for _, m := range change.Messages {
 		raw, err := encodeMessage(m)
@@ -565,7 +564,7 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
 		return commitResult{}, err
 	}
-	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.outboxKey(j.ID), s.messagesKey(j.ID)}
+	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.messagesKey(j.ID)}
 	res, replicas, err := s.runUpdate(ctx, keys, args, change.Durable && s.minReplicas > 0)
 	if err != nil {
 		return commitResult{}, fmt.Errorf("update job %s: %w", j.ID, err)
@@ -707,17 +706,56 @@ func (s *Store) ttl(j Job, now time.Time) time.Duration {
 	return until + s.retention
 }
 
-// Outbox returns the job's outbox entries not yet acknowledged.
+// Outbox returns the job's outbox entries not yet acknowledged: the job
+// hash's outbox fields, and the entries of the outbox hash where versions
+// before outbox fields kept them (legacyOutboxKey), in one round trip.
 func (s *Store) Outbox(ctx context.Context, jobID string) ([]OutboxEntry, error) {
-	m, err := s.rdb.HGetAll(ctx, s.outboxKey(jobID)).Result()
+	var job, legacy *redis.MapStringStringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		job = p.HGetAll(ctx, s.jobKey(jobID))
+		legacy = p.HGetAll(ctx, s.legacyOutboxKey(jobID))
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read outbox of job %s: %w", jobID, err)
 	}
-	out := make([]OutboxEntry, 0, len(m))
-	for k, v := range m {
-		out = append(out, OutboxEntry{ID: k, Data: []byte(v)})
+	var out []OutboxEntry
+	for k, v := range job.Val() {
+		if id, ok := strings.CutPrefix(k, outboxFieldPrefix); ok {
+			out = append(out, OutboxEntry{ID: id, Data: []byte(v)})
+		}
+	}
+	for k, v := range legacy.Val() {
+		if !slices.ContainsFunc(out, func(e OutboxEntry) bool { return e.ID == k }) {
+			out = append(out, OutboxEntry{ID: k, Data: []byte(v)})
+		}
 	}
 	return out, nil
+}
+
+// outboxFieldPrefix begins the name of every outbox field of a job hash,
+// which no other field of it does. A job's outbox lives in its own hash:
+// the commit that writes the entries writes them in the same HSET as the
+// job, and they expire with it, so an outbox costs no commands of its own
+// but the acknowledgement.
+const outboxFieldPrefix = "o:"
+
+// appendOutboxFields appends entries to a script's arguments as job hash
+// fields and their data.
+func appendOutboxFields(args []any, entries []OutboxEntry) []any {
+	for _, e := range entries {
+		args = append(args, outboxFieldPrefix+e.ID, e.Data)
+	}
+	return args
+}
+
+// outboxFields names entries' job hash fields.
+func outboxFields(ids []string) []string {
+	fields := make([]string, len(ids))
+	for i, id := range ids {
+		fields[i] = outboxFieldPrefix + id
+	}
+	return fields
 }
 
 // indexOutbox scores the job's outbox index entry with the clock, raised

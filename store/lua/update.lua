@@ -2,7 +2,9 @@
 -- one the writer read, and never move the status backwards or out of a final
 -- status. Outbox entries, message records and spilled events of the change
 -- are written atomically with it (a job's recent events are in its
--- document; older ones spill to the events hash).
+-- document; older ones spill to the events hash). Outbox entries are fields
+-- of the job hash (their names carry the outbox prefix), written in the
+-- job's own HSET and expiring with it.
 --
 -- Every commit carries a nonce, fresh for each commit attempt, stored in the
 -- job's 'w' field. go-redis re-sends a script whose reply was lost to a
@@ -10,10 +12,10 @@
 -- its own, and answers 'ok-again' instead of a 'conflict' that would make
 -- the writer apply its change a second time (a second event, a second
 -- outbox entry) or conclude that someone else got there first.
--- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] outbox hash, KEYS[4] messages hash
+-- KEYS[1] job hash, KEYS[2] events hash, KEYS[3] messages hash
 -- ARGV: version, status, doc, ttl_ms, nonce, has_events_hash, expire_job,
 --       n_events, (event_id, body) * n_events,
---       n_outbox, (entry_id, data) * n_outbox,
+--       n_outbox, (entry_field, data) * n_outbox,
 --       n_messages, (field, legacy_field, record) * n_messages
 -- Reply: 'ok', 'ok-again' (a re-run recognised by its nonce), or
 -- 'conflict', 'notfound', 'illegal'.
@@ -37,7 +39,6 @@ if old ~= new then
     return 'illegal'
   end
 end
-redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3], 'w', ARGV[5])
 local ttl = ARGV[4]
 local final = rank[new] == 3
 -- An unfinished job's expiry is its deadline plus the retention, set when
@@ -55,12 +56,14 @@ for _ = 1, n_events do
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+local fields = {'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3], 'w', ARGV[5]}
 local n_outbox = tonumber(ARGV[i])
 i = i + 1
-for _ = 1, n_outbox do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-  i = i + 2
+for _ = 1, 2 * n_outbox do
+  fields[#fields + 1] = ARGV[i]
+  i = i + 1
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 -- A message record is created once: one a delivery moved on is kept,
 -- under its field or under the message's full id, where an earlier
 -- version stored it (legacy_field, '' when it cannot be there: the
@@ -68,25 +71,22 @@ end
 local n_messages = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n_messages do
-  if ARGV[i + 1] == '' or redis.call('HEXISTS', KEYS[4], ARGV[i + 1]) == 0 then
-    redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 2])
+  if ARGV[i + 1] == '' or redis.call('HEXISTS', KEYS[3], ARGV[i + 1]) == 0 then
+    redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 2])
   end
   i = i + 3
 end
 -- The job's other keys expire with it. A final job's all move to the
 -- retention from now (the events hash only if the job has one). An
 -- unfinished job's expiry is the same instant at every commit, so only the
--- keys this commit wrote need it: the events hash may be new, and the
--- outbox is a new key whenever a flush emptied it (the messages hash takes
--- the job's expiry when it is written). PEXPIRE leaves a missing key
--- missing.
+-- keys this commit wrote need it: the events hash may be new (the messages
+-- hash takes the job's expiry when it is written). PEXPIRE leaves a missing
+-- key missing. (An outbox hash of its own, where versions before outbox
+-- fields kept a job's entries, keeps the expiry they gave it.)
 if n_events > 0 or (final and ARGV[6] == '1') then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-if n_outbox > 0 or final then
-  redis.call('PEXPIRE', KEYS[3], ttl)
-end
 if n_messages > 0 or final then
-  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 end
 return 'ok'
