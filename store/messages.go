@@ -152,20 +152,66 @@ func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error 
 	return s.writeMessage(ctx, recordMessageScript, "save", jobID, m)
 }
 
+// SaveMessageReleasing is SaveMessage for a delivery that still holds its
+// slots: holder's slots of destinations are given back (ReleaseSlots) in
+// the same round trip, so that the attempt's last two writes cost one. It
+// returns the save's error and the release's apart: they are independent,
+// and a slot not given back is freed by its lease.
+func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Message, holder string, destinations []string) (saveErr, releaseErr error) {
+	keys, args, err := s.messageWrite(jobID, m)
+	if err != nil {
+		return err, s.ReleaseSlots(ctx, holder, destinations)
+	}
+	var save *redis.Cmd
+	releases := make([]*redis.IntCmd, len(destinations))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		save = recordMessageScript.EvalSha(ctx, p, keys, args...)
+		for i, d := range destinations {
+			releases[i] = p.ZRem(ctx, s.slotsKey(d), holder)
+		}
+		return nil
+	})
+	var errs []error
+	for i, r := range releases {
+		if r.Err() != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", destinations[i], r.Err()))
+		}
+	}
+	if len(errs) > 0 {
+		releaseErr = fmt.Errorf("release delivery slots: %w", errors.Join(errs...))
+	}
+	switch err := save.Err(); {
+	case err != nil && redis.HasErrorPrefix(err, "NOSCRIPT"):
+		// Redis restarted or its scripts were flushed: Run loads it.
+		return s.writeMessage(ctx, recordMessageScript, "save", jobID, m), releaseErr
+	case err != nil:
+		return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err), releaseErr
+	}
+	return nil, releaseErr
+}
+
 // writeMessage runs a script that writes a message record beside its job,
 // expiring with it.
 func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobID string, m Message) error {
-	raw, err := encodeMessage(m)
+	keys, args, err := s.messageWrite(jobID, m)
 	if err != nil {
-		return fmt.Errorf("encode message %s: %w", m.ID, err)
+		return err
 	}
-	keys := []string{s.messagesKey(jobID), s.jobKey(jobID)}
-	field, legacy := messageFields(jobID, m.ID)
-	args := []any{field, legacy, raw, s.retention.Milliseconds()}
 	if err := script.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("%s message %s of job %s: %w", op, m.ID, jobID, err)
 	}
 	return nil
+}
+
+// messageWrite returns the keys and arguments of a message-writing script
+// (record_message.lua, create_message.lua).
+func (s *Store) messageWrite(jobID string, m Message) ([]string, []any, error) {
+	raw, err := encodeMessage(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode message %s: %w", m.ID, err)
+	}
+	field, legacy := messageFields(jobID, m.ID)
+	return []string{s.messagesKey(jobID), s.jobKey(jobID)}, []any{field, legacy, raw, s.retention.Milliseconds()}, nil
 }
 
 //go:embed lua/update_message.lua

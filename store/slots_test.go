@@ -248,3 +248,41 @@ func TestAcquireSlotsLostReply(t *testing.T) {
 		}
 	}
 }
+
+// TestSaveMessageReleasing: the record of an attempt is saved and the
+// holder's slots given back by one call, the other holders left alone;
+// with the record script gone from Redis (a restart, SCRIPT FLUSH) the
+// save still lands.
+func TestSaveMessageReleasing(t *testing.T) {
+	t.Parallel()
+	for _, flushScripts := range []bool{false, true} {
+		s, r := newStore(t, nil)
+		ctx := context.Background()
+		job, m := messageFixture(t, s)
+		slots := []store.Slot{{Destination: "job:" + job.ID, Limit: 2}, {Destination: "addr:" + job.ID, Limit: 2}}
+		for _, holder := range []string{"mine", "other"} {
+			if ok, err := s.AcquireSlots(ctx, holder, slotLease, slots); err != nil || !ok {
+				t.Fatalf("AcquireSlots(%s) = %v, %v", holder, ok, err)
+			}
+		}
+		if flushScripts {
+			if err := r.Client.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m.Status = store.MessageDelivered
+		saveErr, releaseErr := s.SaveMessageReleasing(ctx, job.ID, m, "mine", []string{slots[0].Destination, slots[1].Destination})
+		if saveErr != nil || releaseErr != nil {
+			t.Fatalf("scripts flushed %v: SaveMessageReleasing = %v, %v", flushScripts, saveErr, releaseErr)
+		}
+		if got, err := s.Message(ctx, job.ID, m.ID); err != nil || got.Status != store.MessageDelivered {
+			t.Errorf("scripts flushed %v: record = %+v, %v; want it delivered", flushScripts, got, err)
+		}
+		for _, sl := range slots {
+			holders := slotHolders(t, s, r.Client, sl.Destination)
+			if _, ok := holders["mine"]; ok || len(holders) != 1 {
+				t.Errorf("scripts flushed %v: %s holders %v, want only the other", flushScripts, sl.Destination, holders)
+			}
+		}
+	}
+}

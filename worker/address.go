@@ -160,8 +160,9 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 	log = log.With(zap.String("message_id", msg.ID), zap.String("event_type", string(ev.Type)))
 	attemptCtx, cancel := context.WithTimeout(ctx, inlineTimeout)
 	defer cancel()
-	out, err := h.send(attemptCtx, log, "inline:"+msg.ID+"#"+fmt.Sprint(h.now().UnixNano()), job.ID, tasks.DestinationJob,
-		dest, webhook.Message{ID: ev.ID, Body: ev.Body})
+	slots := h.newSlotSet("inline:" + msg.ID + "#" + fmt.Sprint(h.now().UnixNano()))
+	defer slots.release(ctx, log) // the paths that save no record
+	out, err := h.send(attemptCtx, log, slots, job.ID, tasks.DestinationJob, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
 	if err != nil {
 		return inlineSkipped, 0 // a slot busy, or the store failing: the task waits its turn
 	}
@@ -173,9 +174,8 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 		h.inline.failed(dest.url, h.now())
 	}
 	de, stop := h.recordAttempt(&msg, out)
-	saveCtx, cancelSave := bookkeeping(ctx)
-	defer cancelSave()
-	if err := h.store.SaveMessage(saveCtx, job.ID, msg); err != nil {
+	// The slots go back with the record, in one round trip.
+	if err := slots.releaseSaving(ctx, log, job.ID, msg); err != nil {
 		// Unrecorded: the task sends it again, with the same webhook-id.
 		log.Warn("inline delivery attempt not recorded; its task takes over", zap.Error(err))
 		return inlineSkipped, 0

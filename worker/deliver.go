@@ -190,7 +190,11 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 	}
 
 	taskID, _ := asynq.GetTaskID(ctx)
-	out, err := h.send(ctx, log, taskID+"#"+fmt.Sprint(h.now().UnixNano()), p.JobID, p.Destination, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
+	slots := h.newSlotSet(taskID + "#" + fmt.Sprint(h.now().UnixNano()))
+	out, err := h.send(ctx, log, slots, p.JobID, p.Destination, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
+	// Given back before the record is saved: a save riding out a Redis
+	// outage (saveMessage) must not hold the receiver's slots meanwhile.
+	slots.release(ctx, log)
 	if err != nil {
 		return err // a slot busy (a snooze), or the store failing
 	}
@@ -248,9 +252,10 @@ type attemptResult struct {
 }
 
 // send makes one attempt to deliver msg to dest within the delivery slots
-// of the receiver (slots.go), held by holder. It returns errDestinationBusy
-// when a slot is taken, and the store's error when the slots cannot be
-// read; the attempt's own failure is in the result.
+// of the receiver (slots.go), taken into slots, which the caller gives
+// back. It returns errDestinationBusy when a slot is taken, and the
+// store's error when the slots cannot be read; the attempt's own failure
+// is in the result.
 //
 // The deliveries in flight are bounded per receiver domain, per address
 // dialled and, to the job's own webhook_url, per job, so that a receiver
@@ -259,9 +264,7 @@ type attemptResult struct {
 // name is looked up, so a receiver whose DNS hangs is held to its share
 // too; the address's slot after, and the attempt dials exactly that
 // address.
-func (h *Handlers) send(ctx context.Context, log *zap.Logger, holder, jobID, destID string, dest destination, msg webhook.Message) (attemptResult, error) {
-	slots := h.newSlotSet(holder)
-	defer slots.release(ctx, log)
+func (h *Handlers) send(ctx context.Context, log *zap.Logger, slots *slotSet, jobID, destID string, dest destination, msg webhook.Message) (attemptResult, error) {
 	out := attemptResult{at: h.now()}
 	target, err := h.sender.Target(dest.url)
 	if err != nil {

@@ -100,6 +100,22 @@ func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (boo
 // release gives every slot back.
 func (s *slotSet) release(ctx context.Context, log *zap.Logger) { s.releaseFrom(ctx, log, 0) }
 
+// releaseSaving gives every slot back and saves msg, the delivery record
+// of the attempt the slots were held for, in one round trip, even when
+// ctx has ended. It returns the save's error; a release that failed is
+// logged, as release does.
+func (s *slotSet) releaseSaving(ctx context.Context, log *zap.Logger, jobID string, msg store.Message) error {
+	keys := s.held
+	s.held = nil
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	saveErr, releaseErr := s.h.store.SaveMessageReleasing(bctx, jobID, msg, s.holder, keys)
+	if releaseErr != nil {
+		log.Warn("delivery slots not released; their leases free them", zap.Strings("slots", keys), zap.Error(releaseErr))
+	}
+	return saveErr
+}
+
 // releaseFrom gives back the slots held from index from on, in one round
 // trip, even when ctx has ended (a holder that timed out still frees its
 // slots now rather than when its lease ends).
