@@ -17,7 +17,9 @@ package worker
 //     a live worker look dead.
 //   - In-flight record. track, the outermost middleware, writes each task
 //     it starts into the worker's hash <ns>:{w:<id>}:inflight (task id →
-//     type, payload, retry budget) and removes it when the handler returns.
+//     type, payload, retry budget) and removes it when the handler returns:
+//     the records of the tasks that ended well within endedFlushInterval
+//     go together, in one command.
 //   - Rescuer. Every worker, every RescueInterval, looks for registered
 //     workers whose alive key has expired and, for each task in their
 //     in-flight hash, enqueues a rescue copy (same type and payload) under
@@ -142,19 +144,96 @@ type liveness struct {
 	returned     map[string]store.InflightTask // tasks whose handler returned an error, until asynq is seen to have them
 	healthySince time.Time                     // zero while heartbeats fail
 	everHealthy  bool                          // a beat has succeeded in this process
+	// ended are the tasks that ended well whose records are still to be
+	// removed (flushEnded), and clearing those whose removal is on its way,
+	// until cleared is closed: one command for all the tasks that end
+	// within endedFlushInterval, rather than a round trip each.
+	ended    map[string]bool
+	clearing map[string]bool
+	cleared  chan struct{}
 }
+
+// endedFlushInterval is how long the record of a task that ended well may
+// outlive it. Should the worker die within it, its peers rescue a task that
+// had finished: the copy finds its work done (see the notes above), so the
+// cost is one wasted run, never a second effect.
+const endedFlushInterval = 100 * time.Millisecond
 
 func newLiveness(client *asynq.Client) *liveness {
 	host, _ := os.Hostname()
 	return &liveness{client: client, info: fmt.Sprintf("pid %d on %s", os.Getpid(), host),
-		running: map[string]int{}, returned: map[string]store.InflightTask{}}
+		running: map[string]int{}, returned: map[string]store.InflightTask{}, ended: map[string]bool{}}
 }
 
+// enter notes a task starting, before its record is written: a removal of
+// an earlier run's record still pending is called off, and one on its way
+// is waited for, so that neither removes this run's.
 func (l *liveness) enter(taskID string) {
 	l.mu.Lock()
 	l.running[taskID]++
 	delete(l.returned, taskID) // running again: asynq did take it back
+	delete(l.ended, taskID)
+	var cleared chan struct{}
+	if l.clearing[taskID] {
+		cleared = l.cleared
+	}
 	l.mu.Unlock()
+	if cleared != nil {
+		<-cleared
+	}
+}
+
+// endedWell queues the removal of a task's record (flushEnded).
+func (l *liveness) endedWell(taskID string) {
+	l.mu.Lock()
+	l.ended[taskID] = true
+	l.mu.Unlock()
+}
+
+// flushEnded removes the records of the tasks that ended well since the
+// last flush, in one command. One it fails to remove is removed by the
+// next rescue round's self-check (checkOwnRecord).
+// Only endedLoop calls it, so one removal is on its way at a time.
+func (w *Worker) flushEnded(ctx context.Context) {
+	l := w.live
+	l.mu.Lock()
+	if len(l.ended) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	ids := make([]string, 0, len(l.ended))
+	for id := range l.ended {
+		ids = append(ids, id)
+	}
+	cleared := make(chan struct{})
+	l.clearing, l.ended, l.cleared = l.ended, map[string]bool{}, cleared
+	l.mu.Unlock()
+	bctx, cancel := bookkeeping(ctx)
+	err := w.store.EndTask(bctx, w.opts.WorkerID, ids...)
+	cancel()
+	if err != nil {
+		w.log.Warn("in-flight records not cleared; the next rescue round removes them", zap.Int("tasks", len(ids)), zap.Error(err))
+	}
+	l.mu.Lock()
+	l.clearing, l.cleared = nil, nil
+	l.mu.Unlock()
+	close(cleared)
+}
+
+// endedLoop flushes ended tasks' records every endedFlushInterval, and
+// once more when ctx ends.
+func (w *Worker) endedLoop(ctx context.Context) {
+	t := time.NewTicker(endedFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			w.flushEnded(ctx)
+			return
+		case <-t.C:
+			w.flushEnded(ctx)
+		}
+	}
 }
 
 func (l *liveness) noteReturned(taskID string, rec store.InflightTask) {
@@ -248,10 +327,7 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 			}
 			return err
 		}
-		if eerr := w.store.EndTask(bctx, w.opts.WorkerID, id); eerr != nil {
-			// The next rescue round's self-check removes it.
-			w.log.Warn("in-flight record not cleared", zap.String("task_id", id), zap.Error(eerr))
-		}
+		w.live.endedWell(id)
 		if by != "" {
 			return nil
 		}
@@ -285,6 +361,7 @@ func (w *Worker) startLiveness(ctx context.Context) (stop func()) {
 	var wg sync.WaitGroup
 	wg.Go(func() { w.heartbeatLoop(lctx) })
 	wg.Go(func() { w.rescueLoop(lctx) })
+	wg.Go(func() { w.endedLoop(lctx) })
 	return func() {
 		cancel()
 		wg.Wait()

@@ -334,3 +334,32 @@ func TestTaskStrandedAfterItsReturnIsRescued(t *testing.T) {
 		})
 	}
 }
+
+// TestEndedTasksRecordsAreCleared: the in-flight records of tasks that
+// ended well are removed soon after, in batches, without waiting for a
+// rescue round (slowed here past the test's length).
+func TestEndedTasksRecordsAreCleared(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(h *harness) {
+		h.opts.HeartbeatInterval = 100 * time.Millisecond
+		h.opts.DeadAfter = time.Minute
+		h.opts.RescueInterval = time.Minute
+	})
+	ctx := context.Background()
+	w := h.newWorker()
+	h.run(w)
+	// Polls of jobs that do not exist: each ends at once, well.
+	const n = 30
+	for i := range n {
+		h.enqueueRaw(tasks.PollPreview{JobID: uuid.NewString(), SessionCode: "SESSION_ENDED_" + testutil.RandomHex(4), Seq: i + 1},
+			asynq.Queue(h.queues.Polls))
+	}
+	testutil.Eventually(t, 10*time.Second, "every poll to complete", func() bool {
+		info, err := h.inspector.GetQueueInfo(h.queues.Polls)
+		return err == nil && info.Pending == 0 && info.Active == 0 && info.Processed >= n
+	})
+	testutil.Eventually(t, 2*time.Second, "the ended tasks' records to be cleared", func() bool {
+		recs, err := h.store.InflightTasks(ctx, w.ID())
+		return err == nil && len(recs) == 0
+	})
+}
