@@ -294,7 +294,17 @@ type Seen struct {
 
 // GetSeen is Get, and also returns the record as read, for UpdateFrom.
 func (s *Store) GetSeen(ctx context.Context, id string) (Job, Seen, error) {
-	vals, err := s.rdb.HMGet(ctx, s.jobKey(id), "v", "doc").Result()
+	return seenFrom(id, s.rdb.HMGet(ctx, s.jobKey(id), "v", "doc"))
+}
+
+// readSeenIn queues GetSeen's read of job id in a pipeline; seenFrom
+// decodes its reply.
+func (s *Store) readSeenIn(ctx context.Context, p redis.Pipeliner, id string) *redis.SliceCmd {
+	return p.HMGet(ctx, s.jobKey(id), "v", "doc")
+}
+
+func seenFrom(id string, cmd *redis.SliceCmd) (Job, Seen, error) {
+	vals, err := cmd.Result()
 	if err != nil {
 		return Job{}, Seen{}, fmt.Errorf("read job %s: %w", id, err)
 	}

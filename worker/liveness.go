@@ -298,7 +298,7 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 		rec := store.InflightTask{
 			Type: t.Type(), Queue: queue, Payload: t.Payload(), Retried: retried, MaxRetry: maxRetry, StartedAt: time.Now(),
 		}
-		by, err := w.store.StartTask(ctx, w.opts.WorkerID, id, rec)
+		by, read, err := w.store.StartTask(ctx, w.opts.WorkerID, id, rec, jobReadFirst(t))
 		if err != nil {
 			// Run it anyway: a task we cannot record is only rescued the
 			// slow way (asynq's recoverer) should this worker die now, and
@@ -310,7 +310,7 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 			w.log.Info("task superseded by its rescue copy; nothing to do",
 				zap.String("task_type", t.Type()), zap.String("task_id", id), zap.String("rescue_task_id", by))
 		} else {
-			err = next.ProcessTask(ctx, t)
+			err = next.ProcessTask(withReadAhead(ctx, read), t)
 		}
 		bctx, cancel := bookkeeping(ctx)
 		defer cancel()

@@ -51,9 +51,9 @@ func (h *harness) recordInflight(workerID string, p tasks.Payload, retried, maxR
 		h.t.Fatal(err)
 	}
 	queue := h.queues.For(p)
-	if _, err := h.store.StartTask(context.Background(), workerID, p.TaskID(), store.InflightTask{
+	if _, _, err := h.store.StartTask(context.Background(), workerID, p.TaskID(), store.InflightTask{
 		Type: p.TaskType(), Queue: queue, Payload: raw, Retried: retried, MaxRetry: maxRetry, StartedAt: time.Now(),
-	}); err != nil {
+	}, ""); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -38,7 +38,7 @@ func (h *Handlers) PollPreview(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode).With(zap.Int("poll_seq", p.Seq))
-	job, seen, err := h.store.GetSeen(ctx, p.JobID)
+	job, seen, err := h.firstRead(ctx, p.JobID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job not found (expired or deleted); dropping poll")
 		return nil

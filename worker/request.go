@@ -42,7 +42,7 @@ func (h *Handlers) RequestPreview(ctx context.Context, t *asynq.Task) error {
 	log := h.taskLogger(ctx, t, p.JobID, p.SessionCode)
 	// The record as read is where the intent's commit starts from: no
 	// second read of the job (the compare-and-set catches a change since).
-	job, seen, err := h.store.GetSeen(ctx, p.JobID)
+	job, seen, err := h.firstRead(ctx, p.JobID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job not found (expired or deleted); dropping task")
 		return nil

@@ -1,0 +1,77 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/previewd/previewd/store"
+)
+
+// TestStartTaskReadsTheJobAhead: StartTask records the task and, asked to,
+// reads the job as GetSeen does, in one call: the same job, and a record
+// UpdateFrom commits from; a job that is not there reads as not found; a
+// superseded task gets no read; with no job named there is none.
+func TestStartTaskReadsTheJobAhead(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := store.InflightTask{Type: "preview:poll", Queue: "q", StartedAt: time.Now()}
+	tests := []struct {
+		name       string
+		taskID     string
+		readJob    string
+		superseded bool
+		wantRead   bool
+		wantErr    error
+	}{
+		{name: "the job", taskID: "poll:a", readJob: job.ID, wantRead: true},
+		{name: "a job not there", taskID: "poll:b", readJob: "no-such-job", wantRead: true, wantErr: store.ErrNotFound},
+		{name: "superseded", taskID: "poll:c", readJob: job.ID, superseded: true},
+		{name: "no job named", taskID: "poll:d"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			worker := "w-" + tt.taskID
+			if tt.superseded {
+				if err := s.Supersede(ctx, tt.taskID, "copy", time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
+			by, read, err := s.StartTask(ctx, worker, tt.taskID, rec, tt.readJob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (by != "") != tt.superseded || (read != nil) != tt.wantRead {
+				t.Fatalf("StartTask = superseded by %q, read %+v; want superseded %v, a read %v", by, read, tt.superseded, tt.wantRead)
+			}
+			recs, err := s.InflightTasks(ctx, worker)
+			if err != nil || len(recs) != 1 {
+				t.Errorf("in-flight record = %v, %v; want the task's", recs, err)
+			}
+			if read == nil {
+				return
+			}
+			if !errors.Is(read.Err, tt.wantErr) || read.ID != tt.readJob {
+				t.Fatalf("read of %s = %+v, want error %v", tt.readJob, read, tt.wantErr)
+			}
+			if tt.wantErr != nil {
+				return
+			}
+			if read.Job.ID != job.ID || read.Job.Status != job.Status {
+				t.Errorf("read job %s (%s), want %s (%s)", read.Job.ID, read.Job.Status, job.ID, job.Status)
+			}
+			if _, _, _, err := s.UpdateFrom(ctx, job.ID, read.Seen, func(j *store.Job, now time.Time) (store.Change, error) {
+				j.Note(now, "from the read ahead")
+				return store.Change{}, nil
+			}); err != nil {
+				t.Errorf("UpdateFrom the read ahead: %v", err)
+			}
+		})
+	}
+}
