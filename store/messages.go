@@ -154,13 +154,18 @@ func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error 
 
 // SaveMessageReleasing is SaveMessage for a delivery that still holds its
 // slots: holder's slots of destinations are given back (ReleaseSlots) in
-// the same round trip, so that the attempt's last two writes cost one. It
-// returns the save's error and the release's apart: they are independent,
-// and a slot not given back is freed by its lease.
-func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Message, holder string, destinations []string) (saveErr, releaseErr error) {
+// the same round trip, so that the attempt's last two writes cost one.
+// With ackEntry, the job's outbox entry of that name (the task the record
+// makes needless) is acknowledged atomically with the save. It returns the
+// save's error and the release's apart: they are independent, and a slot
+// not given back is freed by its lease.
+func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Message, ackEntry, holder string, destinations []string) (saveErr, releaseErr error) {
 	keys, args, err := s.messageWrite(jobID, m)
 	if err != nil {
 		return err, s.ReleaseSlots(ctx, holder, destinations)
+	}
+	if ackEntry != "" {
+		args = append(args, outboxFieldPrefix+ackEntry)
 	}
 	var save *redis.Cmd
 	releases := make([]*redis.IntCmd, len(destinations))
@@ -183,7 +188,10 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 	switch err := save.Err(); {
 	case err != nil && redis.HasErrorPrefix(err, "NOSCRIPT"):
 		// Redis restarted or its scripts were flushed: Run loads it.
-		return s.writeMessage(ctx, recordMessageScript, "save", jobID, m), releaseErr
+		if err := recordMessageScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
+			return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err), releaseErr
+		}
+		return nil, releaseErr
 	case err != nil:
 		return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err), releaseErr
 	}

@@ -249,16 +249,22 @@ func TestAcquireSlotsLostReply(t *testing.T) {
 	}
 }
 
-// TestSaveMessageReleasing: the record of an attempt is saved and the
-// holder's slots given back by one call, the other holders left alone;
-// with the record script gone from Redis (a restart, SCRIPT FLUSH) the
-// save still lands.
+// TestSaveMessageReleasing: the record of an attempt is saved, the
+// holder's slots given back and the outbox entry of the message's task
+// acknowledged by one call, the other holders and entries left alone; with
+// the record script gone from Redis (a restart, SCRIPT FLUSH) the save
+// still lands, with its acknowledgement.
 func TestSaveMessageReleasing(t *testing.T) {
 	t.Parallel()
 	for _, flushScripts := range []bool{false, true} {
 		s, r := newStore(t, nil)
 		ctx := context.Background()
 		job, m := messageFixture(t, s)
+		if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+			return store.Change{Outbox: []store.OutboxEntry{{ID: "webhook:mine", Data: []byte("1")}, {ID: "poll:next", Data: []byte("2")}}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 		slots := []store.Slot{{Destination: "job:" + job.ID, Limit: 2}, {Destination: "addr:" + job.ID, Limit: 2}}
 		for _, holder := range []string{"mine", "other"} {
 			if ok, err := s.AcquireSlots(ctx, holder, slotLease, slots); err != nil || !ok {
@@ -271,7 +277,7 @@ func TestSaveMessageReleasing(t *testing.T) {
 			}
 		}
 		m.Status = store.MessageDelivered
-		saveErr, releaseErr := s.SaveMessageReleasing(ctx, job.ID, m, "mine", []string{slots[0].Destination, slots[1].Destination})
+		saveErr, releaseErr := s.SaveMessageReleasing(ctx, job.ID, m, "webhook:mine", "mine", []string{slots[0].Destination, slots[1].Destination})
 		if saveErr != nil || releaseErr != nil {
 			t.Fatalf("scripts flushed %v: SaveMessageReleasing = %v, %v", flushScripts, saveErr, releaseErr)
 		}
@@ -283,6 +289,9 @@ func TestSaveMessageReleasing(t *testing.T) {
 			if _, ok := holders["mine"]; ok || len(holders) != 1 {
 				t.Errorf("scripts flushed %v: %s holders %v, want only the other", flushScripts, sl.Destination, holders)
 			}
+		}
+		if ob, err := s.Outbox(ctx, job.ID); err != nil || len(ob) != 1 || ob[0].ID != "poll:next" {
+			t.Errorf("scripts flushed %v: outbox %v, %v; want only the entry not acknowledged", flushScripts, ob, err)
 		}
 	}
 }

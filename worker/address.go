@@ -100,17 +100,23 @@ func comesBack(ctx context.Context) bool {
 }
 
 // flushDelivering enqueues what a commit put in the outbox, after sending
-// the job's own webhooks of the commit's events inline (see above).
+// the job's own webhooks of the commit's events inline (see above). A
+// message settled inline has its entry acknowledged with its record; when
+// that leaves nothing else of a commit whose writer comes back should it
+// die (Committed.Redone), there is nothing to flush.
 func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job store.Job, c store.Committed) error {
 	var settled map[string]bool
+	acked := 0
 	for _, ev := range c.Events {
 		p := tasks.DeliverWebhook{JobID: job.ID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
 		if !slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == p.TaskID() }) {
 			continue
 		}
-		switch outcome, retryAfter := h.deliverInline(ctx, log, job, ev); outcome {
+		switch outcome, retryAfter := h.deliverInline(ctx, log, job, ev, p.TaskID()); outcome {
 		case inlineSkipped:
 			continue
+		case inlineSettled:
+			acked++
 		case inlineFailed:
 			// The task makes the next attempt, when the schedule says the
 			// second one is due; should this enqueue fail, the entry's own
@@ -126,6 +132,9 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 			settled = map[string]bool{}
 		}
 		settled[p.TaskID()] = true
+	}
+	if c.Redone && acked == len(c.Outbox) {
+		return nil
 	}
 	return h.tasks.FlushCommittedSettled(ctx, c, settled)
 }
@@ -146,9 +155,11 @@ const (
 // deliverInline makes one attempt to deliver ev to the job's webhook_url
 // and records it in the message. It reports the message settled when
 // delivered, or failed because the receiver asked to stop or the failure
-// cannot be retried; failed, with the receiver's Retry-After, when a retry
-// is due; skipped when it made no attempt it could record.
-func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent) (inlineOutcome, time.Duration) {
+// cannot be retried, having acknowledged entry, the outbox entry of its
+// delivery task, with the record; failed, with the receiver's
+// Retry-After, when a retry is due; skipped when it made no attempt it
+// could record.
+func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent, entry string) (inlineOutcome, time.Duration) {
 	dest, reason, err := h.resolve(ctx, job, tasks.DestinationJob)
 	if err != nil || reason != "" || !h.inline.allowed(dest.url, h.now()) {
 		return inlineSkipped, 0 // the task records why it is not sent
@@ -174,8 +185,13 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 		h.inline.failed(dest.url, h.now())
 	}
 	de, stop := h.recordAttempt(&msg, out)
-	// The slots go back with the record, in one round trip.
-	if err := slots.releaseSaving(ctx, log, job.ID, msg); err != nil {
+	// The slots go back with the record, in one round trip, and a settled
+	// message's task is acknowledged with it.
+	var ack string
+	if msg.Status != store.MessagePending {
+		ack = entry
+	}
+	if err := slots.releaseSaving(ctx, log, job.ID, msg, ack); err != nil {
 		// Unrecorded: the task sends it again, with the same webhook-id.
 		log.Warn("inline delivery attempt not recorded; its task takes over", zap.Error(err))
 		return inlineSkipped, 0

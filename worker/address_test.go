@@ -19,7 +19,7 @@ import (
 // after it. Judged from asynq's own counters: with only the job's
 // webhook_url, a job run to the end leaves no task processed on either
 // webhook queue; with an endpoint too, exactly one delivery task per event
-// (the endpoint's), no fan-out.
+// (the endpoint's), no fan-out; and leaves its outbox empty.
 func TestEventsNeedNoFanoutHop(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -76,6 +76,11 @@ func TestEventsNeedNoFanoutHop(t *testing.T) {
 			if wantTasks := len(evs) * tt.endpoints; processed != wantTasks {
 				t.Fatalf("%d events, %d endpoints: %d webhook tasks processed, want %d (one delivery per endpoint message, no fan-out)",
 					len(evs), tt.endpoints, processed, wantTasks)
+			}
+			// The entries of messages delivered right after their commit
+			// are acknowledged with their records, the rest by the flush.
+			if ob, err := h.store.Outbox(ctx, job.ID); err != nil || len(ob) != 0 {
+				t.Errorf("outbox after the job's end: %v (err %v), want it empty", ob, err)
 			}
 		})
 	}

@@ -28,7 +28,7 @@ type Store interface {
 	Message(ctx context.Context, jobID, msgID string) (store.Message, error)
 	CreateMessage(ctx context.Context, jobID string, m store.Message) error
 	SaveMessage(ctx context.Context, jobID string, m store.Message) error
-	SaveMessageReleasing(ctx context.Context, jobID string, m store.Message, holder string, destinations []string) (saveErr, releaseErr error)
+	SaveMessageReleasing(ctx context.Context, jobID string, m store.Message, ackEntry, holder string, destinations []string) (saveErr, releaseErr error)
 	UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *store.Message, found bool) ([]store.OutboxEntry, error)) (store.Message, error)
 	Endpoints(ctx context.Context) ([]store.Endpoint, error)
 	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
