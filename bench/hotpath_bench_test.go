@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/csm"
 	"github.com/previewd/previewd/csmsim"
@@ -264,4 +266,41 @@ func BenchmarkDelivery(b *testing.B) {
 	if got := len(h.rcv.Deliveries()); got < b.N {
 		b.Fatalf("the receiver got %d deliveries, want %d", got, b.N)
 	}
+}
+
+// BenchmarkRoundTrip is what one Redis round trip costs the worker's
+// process, one command or two pipelined: CPU (user and system, from
+// getrusage) per round trip, as cpu-µs/op. Round trips, more than
+// commands, are what a job's CPU follows.
+func BenchmarkRoundTrip(b *testing.B) {
+	r := testutil.NewRedis(b)
+	ctx := context.Background()
+	key := r.Namespace + ":roundtrip"
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprintf("%d commands", n), func(b *testing.B) {
+			start := processCPU(b)
+			ops := 0
+			for b.Loop() {
+				ops++
+				if _, err := r.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+					for range n {
+						p.Get(ctx, key)
+					}
+					return nil
+				}); err != nil && !errors.Is(err, redis.Nil) {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((processCPU(b)-start).Microseconds())/float64(ops), "cpu-µs/op")
+		})
+	}
+}
+
+// processCPU is the process's CPU time so far, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
