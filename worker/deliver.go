@@ -191,6 +191,7 @@ func (h *Handlers) DeliverWebhook(ctx context.Context, t *asynq.Task) error {
 
 	taskID, _ := asynq.GetTaskID(ctx)
 	slots := h.newSlotSet(taskID + "#" + fmt.Sprint(h.now().UnixNano()))
+	defer slots.release(ctx, log) // should send panic
 	out, err := h.send(ctx, log, slots, p.JobID, p.Destination, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
 	// Given back before the record is saved: a save riding out a Redis
 	// outage (saveMessage) must not hold the receiver's slots meanwhile.
