@@ -168,31 +168,19 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 		args = append(args, outboxFieldPrefix+ackEntry)
 	}
 	var save *redis.Cmd
-	releases := make([]*redis.IntCmd, len(destinations))
+	var releases []*redis.IntCmd
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		save = recordMessageScript.EvalSha(ctx, p, keys, args...)
-		for i, d := range destinations {
-			releases[i] = p.ZRem(ctx, s.slotsKey(d), holder)
-		}
+		releases = s.releaseSlotsIn(ctx, p, holder, destinations)
 		return nil
 	})
-	var errs []error
-	for i, r := range releases {
-		if r.Err() != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", destinations[i], r.Err()))
-		}
-	}
-	if len(errs) > 0 {
-		releaseErr = fmt.Errorf("release delivery slots: %w", errors.Join(errs...))
-	}
-	switch err := save.Err(); {
-	case err != nil && redis.HasErrorPrefix(err, "NOSCRIPT"):
+	releaseErr = slotReleaseErr(destinations, releases)
+	err = save.Err()
+	if isNoScript(err) {
 		// Redis restarted or its scripts were flushed: Run loads it.
-		if err := recordMessageScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
-			return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err), releaseErr
-		}
-		return nil, releaseErr
-	case err != nil:
+		err = recordMessageScript.Run(ctx, s.rdb, keys, args...).Err()
+	}
+	if err != nil {
 		return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err), releaseErr
 	}
 	return nil, releaseErr

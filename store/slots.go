@@ -109,23 +109,41 @@ func (s *Store) ReleaseSlots(ctx context.Context, holder string, destinations []
 	if len(destinations) == 0 {
 		return nil
 	}
-	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, d := range destinations {
-			p.ZRem(ctx, s.slotsKey(d), holder)
-		}
+	var releases []*redis.IntCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		releases = s.releaseSlotsIn(ctx, p, holder, destinations)
 		return nil
 	})
-	if err != nil {
-		var errs []error
-		for i, cmd := range cmds {
-			if cmd.Err() != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", destinations[i], cmd.Err()))
-			}
-		}
-		if len(errs) == 0 {
-			errs = append(errs, err)
-		}
-		return fmt.Errorf("release delivery slots: %w", errors.Join(errs...))
+	if err == nil {
+		return nil
 	}
-	return nil
+	if rerr := slotReleaseErr(destinations, releases); rerr != nil {
+		return rerr // which slots were not given back
+	}
+	return fmt.Errorf("release delivery slots: %w", err)
+}
+
+// releaseSlotsIn queues the release of holder's slots of destinations in a
+// pipeline; slotReleaseErr reads the replies.
+func (s *Store) releaseSlotsIn(ctx context.Context, p redis.Pipeliner, holder string, destinations []string) []*redis.IntCmd {
+	releases := make([]*redis.IntCmd, len(destinations))
+	for i, d := range destinations {
+		releases[i] = p.ZRem(ctx, s.slotsKey(d), holder)
+	}
+	return releases
+}
+
+// slotReleaseErr is the error of the releases releaseSlotsIn queued, naming
+// each destination whose slot was not given back; nil when all were.
+func slotReleaseErr(destinations []string, releases []*redis.IntCmd) error {
+	var errs []error
+	for i, r := range releases {
+		if r.Err() != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", destinations[i], r.Err()))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("release delivery slots: %w", errors.Join(errs...))
 }
