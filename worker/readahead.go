@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/hibiken/asynq"
 
@@ -21,15 +20,16 @@ import (
 type readAheadKey struct{}
 
 // jobReadFirst names the job whose record the handler of t reads first,
-// or "" when t is no request or poll task (or its payload does not say:
-// the handler then reports the malformed payload).
+// or "" when t is no request or poll task (or its payload is malformed:
+// the handler then reports it).
 func jobReadFirst(t *asynq.Task) string {
 	switch t.Type() {
-	case tasks.TypeRequestPreview, tasks.TypePollPreview:
-		var p struct {
-			JobID string `json:"job_id"`
+	case tasks.TypeRequestPreview:
+		if p, err := tasks.Decode[tasks.RequestPreview](t); err == nil {
+			return p.JobID
 		}
-		if json.Unmarshal(t.Payload(), &p) == nil {
+	case tasks.TypePollPreview:
+		if p, err := tasks.Decode[tasks.PollPreview](t); err == nil {
 			return p.JobID
 		}
 	}

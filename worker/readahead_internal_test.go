@@ -12,18 +12,21 @@ import (
 )
 
 // TestJobReadFirst: track reads ahead the job of a request or poll task,
-// named by its payload, and of no other task.
+// named by its payload, and of no other task, nor of a payload the
+// handler will refuse.
 func TestJobReadFirst(t *testing.T) {
+	const job1, job2 = "7f1c2a4e-9a37-4d1b-8a55-2f0d8c7e91b3", "8e2d3b5f-0b48-4e2c-9b66-3a1e9d8fa2c4"
 	tests := []struct {
 		name    string
 		typ     string
 		payload string
 		want    string
 	}{
-		{"request", tasks.TypeRequestPreview, `{"job_id":"j1","session_code":"S"}`, "j1"},
-		{"poll", tasks.TypePollPreview, `{"job_id":"j2","session_code":"S","seq":3}`, "j2"},
-		{"delivery", tasks.TypeDeliverWebhook, `{"job_id":"j3","event_id":"e"}`, ""},
+		{"request", tasks.TypeRequestPreview, `{"job_id":"` + job1 + `","session_code":"S"}`, job1},
+		{"poll", tasks.TypePollPreview, `{"job_id":"` + job2 + `","session_code":"S","seq":3}`, job2},
+		{"delivery", tasks.TypeDeliverWebhook, `{"job_id":"` + job1 + `","event_id":"e"}`, ""},
 		{"malformed payload", tasks.TypePollPreview, `{"job_id":`, ""},
+		{"job id no UUID", tasks.TypePollPreview, `{"job_id":"j2","session_code":"S","seq":3}`, ""},
 	}
 	for _, tt := range tests {
 		if got := jobReadFirst(asynq.NewTask(tt.typ, []byte(tt.payload))); got != tt.want {
