@@ -397,6 +397,8 @@ func (s *Store) UpdateCommitted(ctx context.Context, id string, fn func(j *Job, 
 // caller's next UpdateFrom.
 func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j *Job, now time.Time) (Change, error)) (Job, Seen, Committed, error) {
 	none := Committed{JobID: id}
+	relist := false // an attempt moved the listing, and its commit lost
+	var last Job    // the job as last read
 	for range maxUpdateAttempts {
 		fromSeen := seen.version != ""
 		if !fromSeen {
@@ -410,6 +412,7 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 			return Job{}, Seen{}, none, fmt.Errorf("decode job %s: %w", id, err)
 		}
 		j := r.Job
+		last = j
 		deadline := j.Deadline
 		read := seen
 		seen = Seen{} // used once: a retry reads
@@ -420,23 +423,48 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 			if fromSeen {
 				continue
 			}
+			s.relistIfMoved(ctx, relist, r.Job)
 			return j, read, none, nil
 		}
 		if err != nil {
+			s.relistIfMoved(ctx, relist, r.Job)
 			return j, Seen{}, none, err
 		}
 		j.UpdatedAt = now
 		r.Job = j
-		doc, res, err := s.commit(ctx, r, !j.Deadline.Equal(deadline), read.version, change, now)
+		doc, res, err := s.commit(ctx, r, !j.Deadline.Equal(deadline), read.version, before, change, now)
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
+			s.relistIfMoved(ctx, relist || res.listed, r.Job)
 			return Job{}, Seen{}, none, err
 		}
 		if !res.committed {
+			relist = relist || res.listed
 			continue
 		}
+		// A commit that moved the job's listing itself covers the moves of
+		// the attempts that lost before it, but for a status it did not
+		// move (see relist).
+		res.relist = relist && !res.listed
 		return j, nextSeen(read.version, doc), s.afterCommit(ctx, j, before, change, res), err
 	}
+	s.relistIfMoved(ctx, relist, last)
 	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
+}
+
+// relistIfMoved lists j under its status again after an attempt of this
+// update moved the job's listing along with a commit that then lost its
+// compare-and-set (see commitDoc): that attempt removed the job from
+// the status it read, which may be the job's status still. Best effort,
+// like every listing write; it only adds, so it never takes away an entry
+// a concurrent writer's commit made.
+func (s *Store) relistIfMoved(ctx context.Context, relist bool, j Job) {
+	if !relist {
+		return
+	}
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		s.indexListingIn(ctx, p, j, "", false)
+		return nil
+	})
 }
 
 // nextSeen is the record a commit at version wrote: the script moves the
@@ -462,8 +490,10 @@ func nextSeen(version string, doc []byte) Seen {
 //     commit covers the usual case. Its score is what the writer's flush
 //     drops the entry by. A writer that re-runs and flushes after a crash
 //     (Change.Redone) writes no entry, before or after.
-//   - The status listing, when the status changed. Best effort: listings
-//     check each job's status as they read it.
+//   - The status listing, when the status changed and the commit did not
+//     move it in its own round trip (see commitDoc), or again when an
+//     earlier attempt's did and lost. Best effort: listings check each
+//     job's status as they read it.
 //   - On reaching a final status, the deadline entry, the counter and the
 //     session index entry (see IndexSession). Best effort: the sweeper
 //     drops deadline entries of final jobs, a lost increment only skews a
@@ -474,7 +504,8 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}, Redone: change.Redone, Events: res.fresh}
 	reindex := len(outbox) > 0 && !change.Redone
 	finished := j.Status.Final() && !before.Final()
-	if !reindex && j.Status == before && !finished {
+	relist := j.Status != before && !res.listed
+	if !reindex && !relist && !res.relist && !finished {
 		return c
 	}
 	var index *redis.Cmd
@@ -482,8 +513,11 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 		if reindex {
 			index = s.indexOutboxIn(ctx, p, j.ID)
 		}
-		if j.Status != before {
+		switch {
+		case relist:
 			s.indexListingIn(ctx, p, j, before, false)
+		case res.relist:
+			s.indexListingIn(ctx, p, j, "", false)
 		}
 		if finished {
 			p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
@@ -506,6 +540,12 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 type commitResult struct {
 	committed bool
 	fresh     []CommittedEvent
+	// listed: the job's listing move went with the compare-and-set, in its
+	// round trip, whatever the compare-and-set then did (see commitDoc).
+	listed bool
+	// relist: an earlier attempt of the update moved the listing with a
+	// commit that lost, and this one did not move it (UpdateFrom).
+	relist bool
 }
 
 // commit runs the compare-and-set of r's job at version, with the
@@ -513,7 +553,7 @@ type commitResult struct {
 // body: a re-run of a change resends what was stored); it returns the
 // record it wrote and what the commit did. moved says the change moved the
 // job's deadline, and with it the expiry of its keys.
-func (s *Store) commit(ctx context.Context, r record, moved bool, version string, change Change, now time.Time) ([]byte, commitResult, error) {
+func (s *Store) commit(ctx context.Context, r record, moved bool, version string, before Status, change Change, now time.Time) ([]byte, commitResult, error) {
 	j := r.Job
 	var fresh []CommittedEvent
 	for _, e := range change.Events {
@@ -532,7 +572,7 @@ func (s *Store) commit(ctx context.Context, r record, moved bool, version string
 	if err != nil {
 		return nil, commitResult{}, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	res, err := s.commitDoc(ctx, r, doc, spilled, moved, version, change, fresh, now)
+	res, err := s.commitDoc(ctx, r, doc, spilled, moved, version, before, change, fresh, now)
 	if res.committed {
 		// This record is the one stored, a re-run recognised by its
 		// nonce included (its first run wrote these very bytes).
@@ -543,7 +583,7 @@ func (s *Store) commit(ctx context.Context, r record, moved bool, version string
 
 // commitDoc runs the compare-and-set of the record doc; fresh are the
 // events this commit adds to it.
-func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []storedEvent, moved bool, version string, change Change, fresh []CommittedEvent, now time.Time) (commitResult, error) {
+func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []storedEvent, moved bool, version string, before Status, change Change, fresh []CommittedEvent, now time.Time) (commitResult, error) {
 	j := r.Job
 	args := []any{version, string(j.Status), doc, s.ttl(j, now).Milliseconds(), newNonce(), flag(r.EventsSpilled), flag(moved), len(spilled)}
 	for _, e := range spilled {
@@ -575,24 +615,41 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		return commitResult{}, err
 	}
 	keys := []string{s.jobKey(j.ID), s.eventsKey(j.ID), s.messagesKey(j.ID)}
-	res, replicas, err := s.runUpdate(ctx, keys, args, change.Durable && s.minReplicas > 0)
+	// A change of status moves the job's listing in the commit's round
+	// trip, not in one after it: the move is sent before the outcome is
+	// known. When the commit lands, that is the move afterCommit would have
+	// made (on Cluster the nodes may apply it first: listings check each
+	// job's status as they read it). When it loses, the job is listed under
+	// the status it was about to leave again (UpdateFrom's relist): the
+	// loss leaves at worst an extra entry, which listings skip, and, should
+	// the writer die before relisting, a job missing from its status's
+	// listing until its next move. The status listing is best effort, like
+	// every listing write.
+	durable := change.Durable && s.minReplicas > 0
+	var listing func(redis.Pipeliner)
+	if j.Status != before && !durable {
+		listing = func(p redis.Pipeliner) { s.indexListingIn(ctx, p, j, before, false) }
+	}
+	res, replicas, err := s.runUpdate(ctx, keys, args, durable, listing)
 	if err != nil {
-		return commitResult{}, fmt.Errorf("update job %s: %w", j.ID, err)
+		// The listing may have moved (relisting only adds an entry, so it
+		// is harmless when the commit landed after all).
+		return commitResult{listed: listing != nil}, fmt.Errorf("update job %s: %w", j.ID, err)
 	}
 	switch res {
 	case "ok", "ok-again":
 		// "ok-again": a re-run recognised by its nonce after a lost reply.
-		done := commitResult{committed: true}
+		done := commitResult{committed: true, listed: listing != nil}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
 		}
 		return done, nil
 	case "conflict":
-		return commitResult{}, nil
+		return commitResult{listed: listing != nil}, nil
 	case "notfound":
 		return commitResult{}, fmt.Errorf("job %s: %w", j.ID, ErrNotFound)
 	case "illegal":
-		return commitResult{}, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
+		return commitResult{listed: listing != nil}, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
 	return commitResult{}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
 }
@@ -645,9 +702,26 @@ func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) 
 // this connection's last write, so script and WAIT go in one pipeline to
 // the primary that owns the job's slot. A re-sent pipeline (a lost reply)
 // is harmless: the script recognises its nonce, and WAIT only waits.
-func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durable bool) (string, int, error) {
+//
+// listing, when not nil, queues the job's listing move, to go in the
+// script's round trip, after it, whatever it then does (see commitDoc).
+// Not with durable: that pipeline goes to the job's primary only.
+func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durable bool, listing func(redis.Pipeliner)) (string, int, error) {
 	if !durable {
-		res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
+		if listing == nil {
+			res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
+			return res, 0, err
+		}
+		var script *redis.Cmd
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			script = updateScript.EvalSha(ctx, p, keys, args...)
+			listing(p)
+			return nil
+		})
+		if isNoScript(script.Err()) {
+			script = updateScript.Run(ctx, s.rdb, keys, args...) // loads it
+		}
+		res, err := script.Text()
 		return res, 0, err
 	}
 	var primary redis.Cmdable = s.rdb

@@ -1,0 +1,121 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/previewd/previewd/store"
+)
+
+// TestListingAfterALostCommit: a change of status moves the job's listing
+// in the commit's own round trip, before the compare-and-set's outcome is
+// known. When that commit loses (another writer changed the job since the
+// record was seen), the job stays listed under the status it really has,
+// whatever the update's next attempt does.
+func TestListingAfterALostCommit(t *testing.T) {
+	t.Parallel()
+	errRefused := errors.New("refused on the fresh read")
+	toRequesting := func(j *store.Job, now time.Time) {
+		j.Status = store.StatusRequesting
+		j.History = append(j.History, store.Transition{At: now, Status: store.StatusRequesting})
+	}
+	tests := []struct {
+		name string
+		// onFresh is what the update does on the fresh read, after its
+		// first attempt (from the stale record) moved the job to
+		// requesting and lost.
+		onFresh    func(j *store.Job, now time.Time) (store.Change, error)
+		meanwhile  bool
+		wantStatus store.Status
+		wantErr    error
+	}{
+		{
+			name:       "no other writer: committed and moved",
+			wantStatus: store.StatusRequesting,
+		},
+		{
+			name:       "lost, then no change",
+			onFresh:    func(*store.Job, time.Time) (store.Change, error) { return store.Change{}, store.ErrNoChange },
+			meanwhile:  true,
+			wantStatus: store.StatusQueued,
+		},
+		{
+			name:       "lost, then a commit that keeps the status",
+			onFresh:    func(j *store.Job, _ time.Time) (store.Change, error) { j.Polls++; return store.Change{}, nil },
+			meanwhile:  true,
+			wantStatus: store.StatusQueued,
+		},
+		{
+			name: "lost, then moved again",
+			onFresh: func(j *store.Job, now time.Time) (store.Change, error) {
+				toRequesting(j, now)
+				return store.Change{}, nil
+			},
+			meanwhile:  true,
+			wantStatus: store.StatusRequesting,
+		},
+		{
+			name:       "lost, then refused",
+			onFresh:    func(*store.Job, time.Time) (store.Change, error) { return store.Change{}, errRefused },
+			meanwhile:  true,
+			wantStatus: store.StatusQueued,
+			wantErr:    errRefused,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, _ := newStore(t, nil)
+			job := newJob(time.Now())
+			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+				t.Fatal(err)
+			}
+			_, seen, err := s.GetSeen(ctx, job.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.meanwhile {
+				if _, err := s.Update(ctx, job.ID, func(j *store.Job, _ time.Time) (store.Change, error) {
+					j.Polls = 5
+					return store.Change{}, nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			attempts := 0
+			_, _, _, err = s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+				attempts++
+				if attempts == 1 {
+					toRequesting(j, now)
+					return store.Change{}, nil
+				}
+				return tt.onFresh(j, now)
+			})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("UpdateFrom = %v, want %v", err, tt.wantErr)
+			}
+			if stored, err := s.Get(ctx, job.ID); err != nil || stored.Status != tt.wantStatus {
+				t.Fatalf("stored job is %s (%v), want %s", stored.Status, err, tt.wantStatus)
+			}
+			for _, st := range []store.Status{store.StatusQueued, store.StatusRequesting} {
+				if got, want := listed(t, s, st, job.ID), st == tt.wantStatus; got != want {
+					t.Errorf("job listed under %s: %v, want %v", st, got, want)
+				}
+			}
+		})
+	}
+}
+
+// listed reports whether the listing of status shows job id.
+func listed(t *testing.T, s *store.Store, status store.Status, id string) bool {
+	t.Helper()
+	jobs, _, err := s.List(context.Background(), store.ListOptions{Status: status, Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(jobs, func(j store.Job) bool { return j.ID == id })
+}
