@@ -155,17 +155,17 @@ func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error 
 // SaveMessageReleasing is SaveMessage for a delivery that still holds its
 // slots: holder's slots of destinations are given back (ReleaseSlots) in
 // the same round trip, so that the attempt's last two writes cost one.
-// With ackEntry, the job's outbox entry of that name (the task the record
-// makes needless) is acknowledged atomically with the save. It returns the
-// save's error and the release's apart: they are independent, and a slot
-// not given back is freed by its lease.
-func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Message, ackEntry, holder string, destinations []string) (saveErr, releaseErr error) {
+// The job's outbox entries named in acks (the task the record makes
+// needless, or tasks already enqueued) are acknowledged atomically with
+// the save. It returns the save's error and the release's apart: they are
+// independent, and a slot not given back is freed by its lease.
+func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Message, acks []string, holder string, destinations []string) (saveErr, releaseErr error) {
 	keys, args, err := s.messageWrite(jobID, m)
 	if err != nil {
 		return err, s.ReleaseSlots(ctx, holder, destinations)
 	}
-	if ackEntry != "" {
-		args = append(args, outboxFieldPrefix+ackEntry)
+	for _, entry := range acks {
+		args = append(args, outboxFieldPrefix+entry)
 	}
 	var save *redis.Cmd
 	var releases []*redis.IntCmd

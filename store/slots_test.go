@@ -250,8 +250,9 @@ func TestAcquireSlotsLostReply(t *testing.T) {
 }
 
 // TestSaveMessageReleasing: the record of an attempt is saved, the
-// holder's slots given back and the outbox entry of the message's task
-// acknowledged by one call, the other holders and entries left alone; with
+// holder's slots given back and the outbox entries named (the message's
+// task, a task enqueued before the attempt) acknowledged by one call, the
+// other holders and entries left alone; with
 // the record script gone from Redis (a restart, SCRIPT FLUSH) the save
 // still lands, with its acknowledgement.
 func TestSaveMessageReleasing(t *testing.T) {
@@ -261,7 +262,7 @@ func TestSaveMessageReleasing(t *testing.T) {
 		ctx := context.Background()
 		job, m := messageFixture(t, s)
 		if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
-			return store.Change{Outbox: []store.OutboxEntry{{ID: "webhook:mine", Data: []byte("1")}, {ID: "poll:next", Data: []byte("2")}}}, nil
+			return store.Change{Outbox: []store.OutboxEntry{{ID: "webhook:mine", Data: []byte("1")}, {ID: "poll:next", Data: []byte("2")}, {ID: "webhook:other", Data: []byte("3")}}}, nil
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +278,7 @@ func TestSaveMessageReleasing(t *testing.T) {
 			}
 		}
 		m.Status = store.MessageDelivered
-		saveErr, releaseErr := s.SaveMessageReleasing(ctx, job.ID, m, "webhook:mine", "mine", []string{slots[0].Destination, slots[1].Destination})
+		saveErr, releaseErr := s.SaveMessageReleasing(ctx, job.ID, m, []string{"webhook:mine", "poll:next"}, "mine", []string{slots[0].Destination, slots[1].Destination})
 		if saveErr != nil || releaseErr != nil {
 			t.Fatalf("scripts flushed %v: SaveMessageReleasing = %v, %v", flushScripts, saveErr, releaseErr)
 		}
@@ -290,7 +291,7 @@ func TestSaveMessageReleasing(t *testing.T) {
 				t.Errorf("scripts flushed %v: %s holders %v, want only the other", flushScripts, sl.Destination, holders)
 			}
 		}
-		if ob, err := s.Outbox(ctx, job.ID); err != nil || len(ob) != 1 || ob[0].ID != "poll:next" {
+		if ob, err := s.Outbox(ctx, job.ID); err != nil || len(ob) != 1 || ob[0].ID != "webhook:other" {
 			t.Errorf("scripts flushed %v: outbox %v, %v; want only the entry not acknowledged", flushScripts, ob, err)
 		}
 	}

@@ -182,6 +182,16 @@ func (e *Enqueuer) FlushCommittedSettled(ctx context.Context, c store.Committed,
 	return errors.Join(errs...)
 }
 
+// EnqueueEntries enqueues entries of job jobID's outbox, acknowledging
+// none, and returns those done with (enqueued, or corrupt and dropped) and
+// whether an enqueue failed, with the errors joined. The caller
+// acknowledges the done ones, or hands them to FlushCommittedSettled as
+// settled.
+func (e *Enqueuer) EnqueueEntries(ctx context.Context, jobID string, entries []store.OutboxEntry) (done []string, failed bool, err error) {
+	done, failed, errs := e.enqueueEntries(ctx, jobID, entries, nil)
+	return done, failed, errors.Join(errs...)
+}
+
 // enqueueEntries enqueues a job's outbox entries but those in settled, and
 // returns those done with (enqueued, settled, or corrupt and dropped) for
 // the acknowledgement, and whether an enqueue failed.

@@ -104,15 +104,38 @@ func comesBack(ctx context.Context) bool {
 // message settled inline has its entry acknowledged with its record; when
 // that leaves nothing else of a commit whose writer comes back should it
 // die (Committed.Redone), there is nothing to flush.
+//
+// Such a commit's other entries (its next poll) are enqueued before the
+// inline attempts, and acknowledged with the first record one saves,
+// instead of in a round trip of their own after them. The next poll is
+// then scheduled while the job's webhook is on its way; it is due a poll
+// interval later, and should a push bring it forward during a slow
+// attempt, the next event may reach the receiver first, as a retried
+// webhook already may: receivers order events by their timestamps.
 func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job store.Job, c store.Committed) error {
-	var settled map[string]bool
-	acked := 0
+	var inline []store.CommittedEvent
 	for _, ev := range c.Events {
-		p := tasks.DeliverWebhook{JobID: job.ID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
-		if !slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == p.TaskID() }) {
-			continue
+		if slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == jobDelivery(job.ID, ev).TaskID() }) {
+			inline = append(inline, ev)
 		}
-		switch outcome, retryAfter := h.deliverInline(ctx, log, job, ev, p.TaskID()); outcome {
+	}
+	settled := map[string]bool{}
+	var ahead []string // enqueued, to be acknowledged with a record
+	if c.Redone && len(inline) > 0 && len(inline) < len(c.Outbox) {
+		ahead = h.enqueueAhead(ctx, log, c)
+		for _, id := range ahead {
+			settled[id] = true
+		}
+	}
+	acked := 0
+	for _, ev := range inline {
+		p := jobDelivery(job.ID, ev)
+		outcome, retryAfter, recorded := h.deliverInline(ctx, log, job, ev, p.TaskID(), ahead)
+		if recorded {
+			acked += len(ahead)
+			ahead = nil
+		}
+		switch outcome {
 		case inlineSkipped:
 			continue
 		case inlineSettled:
@@ -128,15 +151,34 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 				continue
 			}
 		}
-		if settled == nil {
-			settled = map[string]bool{}
-		}
 		settled[p.TaskID()] = true
 	}
 	if c.Redone && acked == len(c.Outbox) {
 		return nil
 	}
 	return h.tasks.FlushCommittedSettled(ctx, c, settled)
+}
+
+// jobDelivery is the delivery task of ev to the job's own webhook_url.
+func jobDelivery(jobID string, ev store.CommittedEvent) tasks.DeliverWebhook {
+	return tasks.DeliverWebhook{JobID: jobID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
+}
+
+// enqueueAhead enqueues the entries of c that no inline attempt makes
+// needless, and returns those done with. One whose enqueue failed is left
+// to the flush, which tries again.
+func (h *Handlers) enqueueAhead(ctx context.Context, log *zap.Logger, c store.Committed) []string {
+	var rest []store.OutboxEntry
+	for _, e := range c.Outbox {
+		if !slices.ContainsFunc(c.Events, func(ev store.CommittedEvent) bool { return e.ID == jobDelivery(c.JobID, ev).TaskID() }) {
+			rest = append(rest, e)
+		}
+	}
+	done, _, err := h.tasks.EnqueueEntries(ctx, c.JobID, rest)
+	if err != nil {
+		log.Warn("outbox entries not enqueued ahead of the inline webhooks; the flush tries again", zap.Error(err))
+	}
+	return done
 }
 
 // inlineOutcome is what an attempt right after a commit came to.
@@ -158,11 +200,12 @@ const (
 // cannot be retried, having acknowledged entry, the outbox entry of its
 // delivery task, with the record; failed, with the receiver's
 // Retry-After, when a retry is due; skipped when it made no attempt it
-// could record.
-func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent, entry string) (inlineOutcome, time.Duration) {
+// could record. recorded says a record was saved, and with it the outbox
+// entries ahead acknowledged.
+func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent, entry string, ahead []string) (_ inlineOutcome, retryAfter time.Duration, recorded bool) {
 	dest, reason, err := h.resolve(ctx, job, tasks.DestinationJob)
 	if err != nil || reason != "" || !h.inline.allowed(dest.url, h.now()) {
-		return inlineSkipped, 0 // the task records why it is not sent
+		return inlineSkipped, 0, false // the task records why it is not sent
 	}
 	msg := store.Message{
 		ID: store.MessageID(ev.ID, tasks.DestinationJob), EventID: ev.ID, EventType: ev.Type,
@@ -175,26 +218,26 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 	defer slots.release(ctx, log) // the paths that save no record
 	out, err := h.send(attemptCtx, log, slots, job.ID, tasks.DestinationJob, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
 	if err != nil {
-		return inlineSkipped, 0 // a slot busy, or the store failing: the task waits its turn
+		return inlineSkipped, 0, false // a slot busy, or the store failing: the task waits its turn
 	}
 	res, sendErr := out.res, out.err
 	if sendErr != nil && ctx.Err() != nil {
-		return inlineSkipped, 0 // shutting down: the task makes the attempt
+		return inlineSkipped, 0, false // shutting down: the task makes the attempt
 	}
 	if sendErr != nil {
 		h.inline.failed(dest.url, h.now())
 	}
 	de, stop := h.recordAttempt(&msg, out)
 	// The slots go back with the record, in one round trip, and a settled
-	// message's task is acknowledged with it.
-	var ack string
+	// message's task is acknowledged with it, as are the tasks ahead.
+	acks := ahead
 	if msg.Status != store.MessagePending {
-		ack = entry
+		acks = append(slices.Clip(ahead), entry)
 	}
-	if err := slots.releaseSaving(ctx, log, job.ID, msg, ack); err != nil {
+	if err := slots.releaseSaving(ctx, log, job.ID, msg, acks); err != nil {
 		// Unrecorded: the task sends it again, with the same webhook-id.
 		log.Warn("inline delivery attempt not recorded; its task takes over", zap.Error(err))
-		return inlineSkipped, 0
+		return inlineSkipped, 0, false
 	}
 	if stop != "" {
 		h.recordHealth(ctx, log, job.ID, dest, sendErr, stop)
@@ -205,13 +248,13 @@ func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store
 			h.metrics.FinalWebhookDelivered(h.now().Sub(*job.FinishedAt))
 		}
 		log.Info("webhook delivered", zap.Int("status_code", res.StatusCode), zap.Duration("latency", res.Latency))
-		return inlineSettled, 0
+		return inlineSettled, 0, true
 	case msg.Status == store.MessageFailed:
 		log.Warn("webhook given up", zap.String("reason", msg.Reason), errorDetail(de))
-		return inlineSettled, 0
+		return inlineSettled, 0, true
 	}
 	log.Info("inline webhook attempt failed; its task retries", zap.Int("status_code", res.StatusCode), zap.Error(sendErr), errorDetail(de))
-	return inlineFailed, res.RetryAfter
+	return inlineFailed, res.RetryAfter, true
 }
 
 // inlineGate keeps inline attempts away from a receiver that failed one

@@ -28,7 +28,7 @@ type Store interface {
 	Message(ctx context.Context, jobID, msgID string) (store.Message, error)
 	CreateMessage(ctx context.Context, jobID string, m store.Message) error
 	SaveMessage(ctx context.Context, jobID string, m store.Message) error
-	SaveMessageReleasing(ctx context.Context, jobID string, m store.Message, ackEntry, holder string, destinations []string) (saveErr, releaseErr error)
+	SaveMessageReleasing(ctx context.Context, jobID string, m store.Message, acks []string, holder string, destinations []string) (saveErr, releaseErr error)
 	UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *store.Message, found bool) ([]store.OutboxEntry, error)) (store.Message, error)
 	Endpoints(ctx context.Context) ([]store.Endpoint, error)
 	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
@@ -76,6 +76,8 @@ type Tasks interface {
 	// memory (store.Committed), but for the entries settled names, whose
 	// work the writer did itself.
 	FlushCommittedSettled(ctx context.Context, c store.Committed, settled map[string]bool) error
+	// EnqueueEntries enqueues outbox entries without acknowledging them.
+	EnqueueEntries(ctx context.Context, jobID string, entries []store.OutboxEntry) (done []string, failed bool, err error)
 	Enqueue(ctx context.Context, p tasks.Payload, processAt time.Time) error
 }
 

@@ -102,15 +102,15 @@ func (s *slotSet) release(ctx context.Context, log *zap.Logger) { s.releaseFrom(
 
 // releaseSaving gives every slot back and saves msg, the delivery record
 // of the attempt the slots were held for, in one round trip, even when
-// ctx has ended; with ackEntry, it acknowledges that outbox entry with the
-// save (store.SaveMessageReleasing). It returns the save's error; a
-// release that failed is logged, as release does.
-func (s *slotSet) releaseSaving(ctx context.Context, log *zap.Logger, jobID string, msg store.Message, ackEntry string) error {
+// ctx has ended; it acknowledges the outbox entries acks with the save
+// (store.SaveMessageReleasing). It returns the save's error; a release
+// that failed is logged, as release does.
+func (s *slotSet) releaseSaving(ctx context.Context, log *zap.Logger, jobID string, msg store.Message, acks []string) error {
 	keys := s.held
 	s.held = nil
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	saveErr, releaseErr := s.h.store.SaveMessageReleasing(bctx, jobID, msg, ackEntry, s.holder, keys)
+	saveErr, releaseErr := s.h.store.SaveMessageReleasing(bctx, jobID, msg, acks, s.holder, keys)
 	if releaseErr != nil {
 		log.Warn("delivery slots not released; their leases free them", zap.Strings("slots", keys), zap.Error(releaseErr))
 	}

@@ -1,11 +1,12 @@
 -- Save a webhook message's delivery record, expiring with its job.
 -- KEYS[1] messages hash, KEYS[2] job hash
 -- ARGV: field, legacy_field ('' = none), record, fallback_ttl_ms,
---       outbox_field ('' = none)
+--       outbox_field... (none or more; '' = none)
 --
--- outbox_field is the job's outbox entry of the message's delivery task,
--- acknowledged with the record that makes the task needless (a delivery
--- made right after its commit): both or neither.
+-- The outbox fields are job outbox entries acknowledged with the record:
+-- the entry of the message's delivery task, which the record makes
+-- needless (a delivery made right after its commit), and those of tasks
+-- the writer enqueued before the attempt: both or neither.
 --
 -- Safe to run blindly twice (a lost reply, go-redis retrying, or the
 -- delivery's own ride-through retries): it sets the same field to the same
@@ -19,8 +20,14 @@
 -- Only a new record needs the expiry looked up, and only then can the
 -- record be one an earlier version stored under the message's full id
 -- (legacy_field): it moves to the field, in this same run.
-if ARGV[5] and ARGV[5] ~= '' then
-  redis.call('HDEL', KEYS[2], ARGV[5])
+local acks = {}
+for i = 5, #ARGV do
+  if ARGV[i] ~= '' then
+    acks[#acks + 1] = ARGV[i]
+  end
+end
+if #acks > 0 then
+  redis.call('HDEL', KEYS[2], unpack(acks))
 end
 if redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) == 0 then
   return 1
