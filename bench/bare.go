@@ -29,7 +29,7 @@ func (r *rig) bare(ctx context.Context) (Phase, error) {
 		DelayedTaskCheckInterval: r.opts.checkInterval(),
 	})
 	client := asynq.NewClientFromRedisClient(r.rdb)
-	m, err := startMeter(ctx, r.rdb)
+	m, err := r.startMeter(ctx)
 	if err != nil {
 		return Phase{}, err
 	}

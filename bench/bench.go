@@ -114,6 +114,10 @@ type Phase struct {
 	RedisCommands       int64    `json:"redis_commands"`
 	RedisCommandsPerJob float64  `json:"redis_commands_per_job"`
 	TopCommands         []string `json:"top_commands"`
+	// RoundTrips counts the process's Redis round trips in the window (a
+	// command, or a pipeline), the bench's own reads of progress included.
+	RoundTrips       int64   `json:"round_trips"`
+	RoundTripsPerJob float64 `json:"round_trips_per_job"`
 	// Commands is every command's count in the window, for finding where
 	// a phase's commands go (the JSON only).
 	Commands map[string]int64 `json:"commands"`
@@ -166,7 +170,8 @@ func (r Result) JSON(w io.Writer) error {
 type rig struct {
 	opts     Options
 	rdb      redis.UniversalClient
-	run      string // the run's token: namespaces and session codes
+	trips    *tripCounter // rdb's round trips
+	run      string       // the run's token: namespaces and session codes
 	sim      *csmsim.Server
 	simURL   string
 	apiKey   string
@@ -226,7 +231,9 @@ func newRig(ctx context.Context, opts Options) (r *rig, where string, close func
 		}
 	}
 	stops = append(stops, closeRedis)
-	r = &rig{opts: opts, rdb: rdb, run: randomToken(), apiKey: "bench-" + randomToken()}
+	trips := &tripCounter{}
+	rdb.AddHook(trips)
+	r = &rig{opts: opts, rdb: rdb, trips: trips, run: randomToken(), apiKey: "bench-" + randomToken()}
 	r.sim = csmsim.New(csmsim.Options{APIKey: r.apiKey})
 	stops = append(stops, r.sim.Close)
 	r.calls = newCallLog()
@@ -322,11 +329,13 @@ func (p *Phase) finish(w window) {
 		p.JobsPerSecond = float64(p.Finished) / p.Seconds
 	}
 	p.RedisCommands = w.cmds.total()
+	p.RoundTrips = w.trips
 	p.TopCommands = w.cmds.top(6)
 	p.Commands = w.cmds
 	p.CPUMillis = ms(w.cpu)
 	if p.Jobs > 0 {
 		p.RedisCommandsPerJob = float64(p.RedisCommands) / float64(p.Jobs)
+		p.RoundTripsPerJob = float64(p.RoundTrips) / float64(p.Jobs)
 		p.CPUMillisPerJob = p.CPUMillis / float64(p.Jobs)
 	}
 }
@@ -347,7 +356,7 @@ func (p Phase) write(w io.Writer, title string) {
 	}
 	fmt.Fprintf(w, "phase %s: %d %s, %d finished\n", title, p.Jobs, unit, p.Finished)
 	fmt.Fprintf(w, "  throughput  %.1f %s/s (%.2f s)\n", p.JobsPerSecond, unit, p.Seconds)
-	fmt.Fprintf(w, "  redis       %.1f cmds/job, script calls included (%v)\n", p.RedisCommandsPerJob, p.TopCommands)
+	fmt.Fprintf(w, "  redis       %.1f cmds/job, script calls included (%v), in %.1f round trips/job\n", p.RedisCommandsPerJob, p.TopCommands, p.RoundTripsPerJob)
 	fmt.Fprintf(w, "  memory      %.0f bytes/job (%d bytes in %d keys left)\n", p.BytesPerJob, p.RedisBytes, p.RedisKeys)
 	fmt.Fprintf(w, "  cpu         %.2f ms/job (process: workers, simulator and receiver)\n", p.CPUMillisPerJob)
 	if p.Name != "bare" {

@@ -74,6 +74,12 @@ func TestRunTiny(t *testing.T) {
 			if got := float64(p.RedisCommands) / float64(p.Jobs); !near(got, p.RedisCommandsPerJob) {
 				t.Errorf("cmds/job %v, but %d commands for %d jobs", p.RedisCommandsPerJob, p.RedisCommands, p.Jobs)
 			}
+			// A task's life takes at least its dequeue and its done; each
+			// round trip carries at least one command.
+			if p.RoundTripsPerJob < 2 || p.RoundTrips > p.RedisCommands || !near(float64(p.RoundTrips)/float64(p.Jobs), p.RoundTripsPerJob) {
+				t.Errorf("%v round trips/job (%d round trips, %d commands, %d jobs): want at least 2 a job, and no more than the commands",
+					p.RoundTripsPerJob, p.RoundTrips, p.RedisCommands, p.Jobs)
+			}
 			if got := float64(p.RedisBytes) / float64(p.Jobs); !near(got, p.BytesPerJob) || p.RedisKeys == 0 {
 				t.Errorf("bytes/job %v, but %d bytes in %d keys for %d jobs", p.BytesPerJob, p.RedisBytes, p.RedisKeys, p.Jobs)
 			}

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,21 +21,51 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// tripCounter is a go-redis hook that counts the client's round trips: a
+// command, or a pipeline (which one write and one read carry), whatever
+// its length. The process's CPU follows round trips more than commands
+// (BenchmarkRoundTrip), so a phase reports both.
+type tripCounter struct{ n atomic.Int64 }
+
+func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return next(ctx, network, addr)
+	}
+}
+
+func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
 // meter takes the figures at the start and the end of a phase's measured
-// window: wall time, process CPU and Redis's command counts.
+// window: wall time, process CPU, Redis's command counts and the client's
+// round trips.
 type meter struct {
 	rdb   redis.UniversalClient
+	trips *tripCounter
 	start time.Time
 	cpu   time.Duration
 	cmds  commandStats
+	sent  int64
 }
 
-func startMeter(ctx context.Context, rdb redis.UniversalClient) (*meter, error) {
-	cmds, err := readCommandStats(ctx, rdb)
+// startMeter starts a window on the rig's Redis.
+func (r *rig) startMeter(ctx context.Context) (*meter, error) {
+	cmds, err := readCommandStats(ctx, r.rdb)
 	if err != nil {
 		return nil, err
 	}
-	return &meter{rdb: rdb, start: time.Now(), cpu: cpuTime(), cmds: cmds}, nil
+	return &meter{rdb: r.rdb, trips: r.trips, start: time.Now(), cpu: cpuTime(), cmds: cmds, sent: r.trips.n.Load()}, nil
 }
 
 // window is what a meter saw.
@@ -41,15 +73,16 @@ type window struct {
 	elapsed time.Duration
 	cpu     time.Duration
 	cmds    commandStats
+	trips   int64
 }
 
 func (m *meter) stop(ctx context.Context) (window, error) {
-	elapsed, cpu := time.Since(m.start), cpuTime()-m.cpu
+	elapsed, cpu, trips := time.Since(m.start), cpuTime()-m.cpu, m.trips.n.Load()-m.sent
 	after, err := readCommandStats(ctx, m.rdb)
 	if err != nil {
 		return window{}, err
 	}
-	return window{elapsed: elapsed, cpu: cpu, cmds: after.sub(m.cmds)}, nil
+	return window{elapsed: elapsed, cpu: cpu, cmds: after.sub(m.cmds), trips: trips}, nil
 }
 
 // percentile returns the p-th percentile (0 < p ≤ 100) of ds by the

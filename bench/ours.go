@@ -74,7 +74,7 @@ func (r *rig) ours(ctx context.Context) (Phase, error) {
 	if err != nil {
 		return Phase{}, err
 	}
-	m, err := startMeter(ctx, r.rdb)
+	m, err := r.startMeter(ctx)
 	if err != nil {
 		_ = stopProfile()
 		return Phase{}, err

@@ -290,7 +290,7 @@ func (r *rig) peer(ctx context.Context) (Phase, error) {
 		ids[i] = fmt.Sprintf("peer-%s-%05d", r.run[:8], i)
 		r.sim.AddSession(codes[i], session)
 	}
-	m, err := startMeter(ctx, r.rdb)
+	m, err := r.startMeter(ctx)
 	if err != nil {
 		return Phase{}, err
 	}
