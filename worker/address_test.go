@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -144,6 +145,43 @@ func TestOnlyALastRetryIndexesItsOutbox(t *testing.T) {
 			if n := writes.Load(); (n > 0) != tt.wantIndexed {
 				t.Fatalf("%d outbox index writes for the job, want some: %v", n, tt.wantIndexed)
 			}
+		})
+	}
+}
+
+// TestTheNextPollGoesAheadOfTheInlineWebhook: the commit that records the
+// accepted preview enqueues its next poll before the accepted webhook's
+// inline attempt, and acknowledges the poll's outbox entry with that
+// attempt's record, or, when the attempt saves none, in the flush. Either
+// way the job's poll chain goes on to its end and no entry is left behind,
+// whatever the receiver answers.
+func TestTheNextPollGoesAheadOfTheInlineWebhook(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+	}{
+		{"delivered inline", http.StatusOK},
+		{"failed inline, retried by its task", http.StatusServiceUnavailable},
+		{"refused for good inline", http.StatusGone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.rcv.SetStatus(tt.status)
+			h.start()
+			ctx := context.Background()
+			job := h.request("SESSION_AHEAD_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: 2 * time.Second})
+			testutil.Eventually(t, 20*time.Second, "the accepted webhook's inline attempt", func() bool {
+				return len(h.rcv.Deliveries()) > 0
+			})
+			if got := h.waitFinal(job.ID, 30*time.Second); got.Status != store.StatusDone {
+				t.Fatalf("job ended %s, want done: the poll chain broke", got.Status)
+			}
+			testutil.Eventually(t, 10*time.Second, "the outbox acknowledged", func() bool {
+				ob, err := h.store.Outbox(ctx, job.ID)
+				return err == nil && len(ob) == 0
+			})
 		})
 	}
 }
