@@ -397,8 +397,15 @@ func (s *Store) UpdateCommitted(ctx context.Context, id string, fn func(j *Job, 
 // caller's next UpdateFrom.
 func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j *Job, now time.Time) (Change, error)) (Job, Seen, Committed, error) {
 	none := Committed{JobID: id}
-	relist := false // an attempt moved the listing, and its commit lost
-	var last Job    // the job as last read
+	// relist: an attempt moved the job's listing with a commit that lost
+	// (or whose outcome is unknown); listed is the job to list again, as
+	// last read, or as committed by a later attempt that did not move it.
+	relist, listed := false, Job{}
+	defer func() {
+		if relist {
+			s.relistJob(ctx, listed)
+		}
+	}()
 	for range maxUpdateAttempts {
 		fromSeen := seen.version != ""
 		if !fromSeen {
@@ -412,7 +419,7 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 			return Job{}, Seen{}, none, fmt.Errorf("decode job %s: %w", id, err)
 		}
 		j := r.Job
-		last = j
+		listed = j
 		deadline := j.Deadline
 		read := seen
 		seen = Seen{} // used once: a retry reads
@@ -423,44 +430,37 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 			if fromSeen {
 				continue
 			}
-			s.relistIfMoved(ctx, relist, r.Job)
 			return j, read, none, nil
 		}
 		if err != nil {
-			s.relistIfMoved(ctx, relist, r.Job)
 			return j, Seen{}, none, err
 		}
 		j.UpdatedAt = now
 		r.Job = j
 		doc, res, err := s.commit(ctx, r, !j.Deadline.Equal(deadline), read.version, before, change, now)
+		relist = relist || (res.listed && !res.committed)
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
-			s.relistIfMoved(ctx, relist || res.listed, r.Job)
 			return Job{}, Seen{}, none, err
 		}
 		if !res.committed {
-			relist = relist || res.listed
 			continue
 		}
 		// A commit that moved the job's listing itself covers the moves of
-		// the attempts that lost before it, but for a status it did not
-		// move (see relist).
-		res.relist = relist && !res.listed
+		// the attempts that lost before it; one that did not leaves its
+		// status to list again.
+		relist, listed = relist && !res.listed, j
 		return j, nextSeen(read.version, doc), s.afterCommit(ctx, j, before, change, res), err
 	}
-	s.relistIfMoved(ctx, relist, last)
 	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
 }
 
-// relistIfMoved lists j under its status again after an attempt of this
-// update moved the job's listing along with a commit that then lost its
-// compare-and-set (see commitDoc): that attempt removed the job from
-// the status it read, which may be the job's status still. Best effort,
-// like every listing write; it only adds, so it never takes away an entry
-// a concurrent writer's commit made.
-func (s *Store) relistIfMoved(ctx context.Context, relist bool, j Job) {
-	if !relist {
-		return
-	}
+// relistJob lists j under its status again after an attempt of an update
+// moved the job's listing along with a commit that then lost its
+// compare-and-set (see commitDoc): that attempt removed the job from the
+// status it read, which may be the job's status still. Best effort, like
+// every listing write; it only adds, so it never takes away an entry a
+// concurrent writer's commit made.
+func (s *Store) relistJob(ctx context.Context, j Job) {
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		s.indexListingIn(ctx, p, j, "", false)
 		return nil
@@ -491,9 +491,8 @@ func nextSeen(version string, doc []byte) Seen {
 //     drops the entry by. A writer that re-runs and flushes after a crash
 //     (Change.Redone) writes no entry, before or after.
 //   - The status listing, when the status changed and the commit did not
-//     move it in its own round trip (see commitDoc), or again when an
-//     earlier attempt's did and lost. Best effort: listings check each
-//     job's status as they read it.
+//     move it in its own round trip (see commitDoc). Best effort: listings
+//     check each job's status as they read it.
 //   - On reaching a final status, the deadline entry, the counter and the
 //     session index entry (see IndexSession). Best effort: the sweeper
 //     drops deadline entries of final jobs, a lost increment only skews a
@@ -505,7 +504,7 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 	reindex := len(outbox) > 0 && !change.Redone
 	finished := j.Status.Final() && !before.Final()
 	relist := j.Status != before && !res.listed
-	if !reindex && !relist && !res.relist && !finished {
+	if !reindex && !relist && !finished {
 		return c
 	}
 	var index *redis.Cmd
@@ -513,11 +512,8 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 		if reindex {
 			index = s.indexOutboxIn(ctx, p, j.ID)
 		}
-		switch {
-		case relist:
+		if relist {
 			s.indexListingIn(ctx, p, j, before, false)
-		case res.relist:
-			s.indexListingIn(ctx, p, j, "", false)
 		}
 		if finished {
 			p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
@@ -543,9 +539,6 @@ type commitResult struct {
 	// listed: the job's listing move went with the compare-and-set, in its
 	// round trip, whatever the compare-and-set then did (see commitDoc).
 	listed bool
-	// relist: an earlier attempt of the update moved the listing with a
-	// commit that lost, and this one did not move it (UpdateFrom).
-	relist bool
 }
 
 // commit runs the compare-and-set of r's job at version, with the
