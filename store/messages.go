@@ -167,19 +167,11 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 	for _, entry := range acks {
 		args = append(args, outboxFieldPrefix+entry)
 	}
-	var save *redis.Cmd
 	var releases []*redis.IntCmd
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		save = recordMessageScript.EvalSha(ctx, p, keys, args...)
+	err = s.runScriptAlong(ctx, recordMessageScript, keys, args, func(p redis.Pipeliner) {
 		releases = s.releaseSlotsIn(ctx, p, holder, destinations)
-		return nil
-	})
+	}).Err()
 	releaseErr = slotReleaseErr(destinations, releases)
-	err = save.Err()
-	if isNoScript(err) {
-		// Redis restarted or its scripts were flushed: Run loads it.
-		err = recordMessageScript.Run(ctx, s.rdb, keys, args...).Err()
-	}
 	if err != nil {
 		return fmt.Errorf("save message %s of job %s: %w", m.ID, jobID, err), releaseErr
 	}

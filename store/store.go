@@ -705,16 +705,7 @@ func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durabl
 			res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
 			return res, 0, err
 		}
-		var script *redis.Cmd
-		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			script = updateScript.EvalSha(ctx, p, keys, args...)
-			listing(p)
-			return nil
-		})
-		if isNoScript(script.Err()) {
-			script = updateScript.Run(ctx, s.rdb, keys, args...) // loads it
-		}
-		res, err := script.Text()
+		res, err := s.runScriptAlong(ctx, updateScript, keys, args, listing).Text()
 		return res, 0, err
 	}
 	var primary redis.Cmdable = s.rdb
@@ -889,6 +880,23 @@ func cmdsErr(cmds []redis.Cmder, bestEffort ...redis.Cmder) error {
 		}
 	}
 	return nil
+}
+
+// runScriptAlong runs script in one pipeline with the commands along
+// queues, so that both cost one round trip. A script Redis does not hold
+// (NOSCRIPT: a restart, SCRIPT FLUSH) is run again the plain way, which
+// loads it; along's commands ran either way.
+func (s *Store) runScriptAlong(ctx context.Context, script *redis.Script, keys []string, args []any, along func(redis.Pipeliner)) *redis.Cmd {
+	var cmd *redis.Cmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmd = script.EvalSha(ctx, p, keys, args...)
+		along(p)
+		return nil
+	})
+	if isNoScript(cmd.Err()) {
+		cmd = script.Run(ctx, s.rdb, keys, args...)
+	}
+	return cmd
 }
 
 func isNoScript(err error) bool {
