@@ -114,15 +114,18 @@ func comesBack(ctx context.Context) bool {
 // webhook already may: receivers order events by their timestamps.
 func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job store.Job, c store.Committed) error {
 	var inline []store.CommittedEvent
+	inlineEntries := map[string]bool{}
 	for _, ev := range c.Events {
-		if slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == jobDelivery(job.ID, ev).TaskID() }) {
+		id := jobDelivery(job.ID, ev).TaskID()
+		if slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == id }) {
 			inline = append(inline, ev)
+			inlineEntries[id] = true
 		}
 	}
 	settled := map[string]bool{}
 	var ahead []string // enqueued, to be acknowledged with a record
-	if c.Redone && len(inline) > 0 && len(inline) < len(c.Outbox) {
-		ahead = h.enqueueAhead(ctx, log, c)
+	if c.Redone && len(inline) > 0 {
+		ahead = h.enqueueAhead(ctx, log, c, inlineEntries)
 		for _, id := range ahead {
 			settled[id] = true
 		}
@@ -164,15 +167,18 @@ func jobDelivery(jobID string, ev store.CommittedEvent) tasks.DeliverWebhook {
 	return tasks.DeliverWebhook{JobID: jobID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
 }
 
-// enqueueAhead enqueues the entries of c that no inline attempt makes
+// enqueueAhead enqueues the entries of c but those inline attempts may make
 // needless, and returns those done with. One whose enqueue failed is left
 // to the flush, which tries again.
-func (h *Handlers) enqueueAhead(ctx context.Context, log *zap.Logger, c store.Committed) []string {
+func (h *Handlers) enqueueAhead(ctx context.Context, log *zap.Logger, c store.Committed, inline map[string]bool) []string {
 	var rest []store.OutboxEntry
 	for _, e := range c.Outbox {
-		if !slices.ContainsFunc(c.Events, func(ev store.CommittedEvent) bool { return e.ID == jobDelivery(c.JobID, ev).TaskID() }) {
+		if !inline[e.ID] {
 			rest = append(rest, e)
 		}
+	}
+	if len(rest) == 0 {
+		return nil
 	}
 	done, _, err := h.tasks.EnqueueEntries(ctx, c.JobID, rest)
 	if err != nil {
