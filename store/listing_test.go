@@ -70,24 +70,9 @@ func TestListingAfterALostCommit(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			s, _ := newStore(t, nil)
-			job := newJob(time.Now())
-			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
-				t.Fatal(err)
-			}
-			_, seen, err := s.GetSeen(ctx, job.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.meanwhile {
-				if _, err := s.Update(ctx, job.ID, func(j *store.Job, _ time.Time) (store.Change, error) {
-					j.Polls = 5
-					return store.Change{}, nil
-				}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			job, seen := seenJob(t, s, tt.meanwhile)
 			attempts := 0
-			_, _, _, err = s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+			_, _, _, err := s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
 				attempts++
 				if attempts == 1 {
 					toRequesting(j, now)

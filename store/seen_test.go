@@ -51,22 +51,7 @@ func TestUpdateFromASeenRecord(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			s, _ := newStore(t, nil)
-			job := newJob(time.Now())
-			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
-				t.Fatal(err)
-			}
-			_, seen, err := s.GetSeen(ctx, job.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.meanwhile {
-				if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
-					j.Polls = 5
-					return store.Change{}, nil
-				}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			job, seen := seenJob(t, s, tt.meanwhile)
 			got, next, _, err := s.UpdateFrom(ctx, job.ID, seen, tt.fn)
 			if err != nil || got.Polls != tt.wantPolls {
 				t.Fatalf("UpdateFrom = polls %d, %v; want %d", got.Polls, err, tt.wantPolls)
@@ -84,4 +69,29 @@ func TestUpdateFromASeenRecord(t *testing.T) {
 			}
 		})
 	}
+}
+
+// seenJob creates a job and returns it with its record as read then; with
+// meanwhile, another writer changes the job after that read (polls 5), so
+// that the record is stale.
+func seenJob(t *testing.T, s *store.Store, meanwhile bool) (store.Job, store.Seen) {
+	t.Helper()
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, seen, err := s.GetSeen(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meanwhile {
+		if _, err := s.Update(ctx, job.ID, func(j *store.Job, _ time.Time) (store.Change, error) {
+			j.Polls = 5
+			return store.Change{}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return job, seen
 }
