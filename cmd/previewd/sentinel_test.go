@@ -124,6 +124,14 @@ func startSentinels(t *testing.T) *sentinelSetup {
 	return s
 }
 
+// sentinelPatience is how long the test waits for the sentinels to act. A
+// sentinel whose timer runs over 2 s late (a loaded CI machine running the
+// race detector) enters TILT mode and changes nothing for 30 s: a fresh
+// clone's CI once saw the old primary stay a primary for 30 s after its
+// restart that way. Ninety seconds covers TILT and the 10 s INFO period
+// after it; a healthy run takes a few seconds, so only a failure waits.
+const sentinelPatience = 90 * time.Second
+
 // agreedPrimary returns where every sentinel says the primary is, or ""
 // while they disagree.
 func (s *sentinelSetup) agreedPrimary(ctx context.Context) string {
@@ -249,14 +257,14 @@ func TestSentinelFailoverDuringRun(t *testing.T) {
 		t.Fatalf("SENTINEL FAILOVER: %v", err)
 	}
 	s.primary.Kill9()
-	testutil.Eventually(t, 20*time.Second, "every sentinel to name the replica primary", func() bool {
+	testutil.Eventually(t, sentinelPatience, "every sentinel to name the replica primary", func() bool {
 		return s.agreedPrimary(ctx) == s.replica.Addr()
 	})
 	switched := time.Since(failoverAt)
 	// Back on its data, the old primary is made the new one's replica by
 	// the sentinels, so MIN_REPLICAS=1 can be met again.
 	s.primary.Restart()
-	testutil.Eventually(t, 30*time.Second, "the old primary to replicate the new one", func() bool {
+	testutil.Eventually(t, sentinelPatience, "the old primary to replicate the new one", func() bool {
 		info, err := s.replicaClient.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "role:master") && strings.Contains(info, "connected_slaves:1")
 	})
