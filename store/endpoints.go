@@ -189,12 +189,28 @@ func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list endpoints: %w", err)
 	}
+	return s.EndpointsIn(ctx, ids)
+}
+
+// EndpointsIn returns the endpoints of an endpoint set read earlier
+// (JobRead.EndpointIDs), oldest first, as they are now: those deleted
+// since are left out, those disabled since read as disabled. With no ids
+// it makes no round trip.
+func (s *Store) EndpointsIn(ctx context.Context, ids []string) ([]Endpoint, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	out, err := s.endpointsByID(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, nil
+}
+
+// readEndpointIDsIn queues the read of the endpoint set in a pipeline.
+func (s *Store) readEndpointIDsIn(ctx context.Context, p redis.Pipeliner) *redis.StringSliceCmd {
+	return p.SMembers(ctx, s.endpointIndexKey())
 }
 
 // endpointsByID reads the endpoints with the given ids in one round trip,

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func TestStartTaskReadsTheJobAhead(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			by, read, err := s.StartTask(ctx, worker, tt.taskID, rec, tt.readJob)
+			by, read, err := s.StartTask(ctx, worker, tt.taskID, rec, store.ReadAhead{Job: tt.readJob})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,5 +74,78 @@ func TestStartTaskReadsTheJobAhead(t *testing.T) {
 				t.Errorf("UpdateFrom the read ahead: %v", err)
 			}
 		})
+	}
+}
+
+// TestStartTaskReadsTheEndpointSetAhead: asked for it with the job,
+// StartTask reads the endpoint set in the same call; EndpointsIn then
+// reads those endpoints as they are now (one deleted since is left out,
+// the oldest comes first). Not asked, or with no job to read, it reads
+// no set.
+func TestStartTaskReadsTheEndpointSetAhead(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now()
+	for i, id := range []string{"ep_old", "ep_new", "ep_gone"} {
+		e := store.Endpoint{ID: id, URL: "https://hooks.example.com/" + id, Enabled: true, SignatureVersion: store.SignatureV1,
+			CreatedAt: created.Add(time.Duration(i) * time.Second)}
+		if err := s.CreateEndpoint(ctx, e, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := store.InflightTask{Type: "preview:request", Queue: "q", StartedAt: time.Now()}
+	tests := []struct {
+		name     string
+		ahead    store.ReadAhead
+		wantRead bool
+		wantSet  bool
+	}{
+		{name: "job and endpoint set", ahead: store.ReadAhead{Job: job.ID, EndpointIDs: true}, wantRead: true, wantSet: true},
+		{name: "job only", ahead: store.ReadAhead{Job: job.ID}, wantRead: true},
+		{name: "no job named", ahead: store.ReadAhead{EndpointIDs: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, read, err := s.StartTask(ctx, "w-"+tt.name, "request:"+tt.name, rec, tt.ahead)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (read != nil) != tt.wantRead || (read != nil && read.EndpointsRead != tt.wantSet) {
+				t.Fatalf("StartTask read %+v; want a read %v, with the endpoint set %v", read, tt.wantRead, tt.wantSet)
+			}
+			if !tt.wantSet {
+				return
+			}
+			if len(read.EndpointIDs) != 3 {
+				t.Fatalf("endpoint set read ahead = %v, want the three endpoints", read.EndpointIDs)
+			}
+		})
+	}
+
+	_, read, err := s.StartTask(ctx, "w-later", "request:later", rec, store.ReadAhead{Job: job.ID, EndpointIDs: true})
+	if err != nil || read == nil {
+		t.Fatal(read, err)
+	}
+	if err := s.DeleteEndpoint(ctx, "ep_gone"); err != nil {
+		t.Fatal(err)
+	}
+	eps, err := s.EndpointsIn(ctx, read.EndpointIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range eps {
+		got = append(got, e.ID)
+	}
+	if strings.Join(got, ",") != "ep_old,ep_new" {
+		t.Errorf("EndpointsIn(the set read ahead) after a deletion = %v, want ep_old,ep_new", got)
+	}
+	if eps, err := s.EndpointsIn(ctx, nil); err != nil || len(eps) != 0 {
+		t.Errorf("EndpointsIn(no ids) = %v, %v; want none", eps, err)
 	}
 }

@@ -139,34 +139,53 @@ func (s *Store) DropWorker(ctx context.Context, b WorkerBeat) error {
 	return nil
 }
 
-// JobRead is GetSeen's answer for job ID, read ahead of its reader.
+// ReadAhead names what StartTask reads for a task's handler, in the
+// round trip that records the task instead of in rounds of its own.
+type ReadAhead struct {
+	// Job is the job the handler reads first (GetSeen), "" for none.
+	Job string
+	// EndpointIDs asks for the endpoint set too (with Job), for a handler
+	// whose commit is sure to make an event (EndpointsIn then reads the
+	// endpoints themselves).
+	EndpointIDs bool
+}
+
+// JobRead is what StartTask read ahead of the handler: GetSeen's answer
+// for job ID and, when asked for, the endpoint set.
 type JobRead struct {
 	ID   string
 	Job  Job
 	Seen Seen
 	Err  error
+	// EndpointIDs is the endpoint set as it was read, when EndpointsRead.
+	EndpointIDs   []string
+	EndpointsRead bool
 }
 
 // StartTask records that worker runs task taskID, and reports the rescue
 // copy that superseded the task if there is one (then the caller must not
-// run it). With readJob, it also reads that job as GetSeen does: the first
-// read of the task's handler, made in the same round trip instead of the
-// next one. The read is nil when there was none to make, when it did not
-// come back (the round trip failed: the handler reads itself) or when the
-// task is superseded. Two or three commands on two or three keys,
-// pipelined into one round trip.
-func (s *Store) StartTask(ctx context.Context, worker, taskID string, t InflightTask, readJob string) (supersededBy string, read *JobRead, err error) {
+// run it). It also reads what ahead names, as GetSeen and Endpoints would:
+// the first reads of the task's handler, made in the same round trip
+// instead of the next ones. The read is nil when there was none to make,
+// when it did not come back (the round trip failed: the handler reads
+// itself) or when the task is superseded. Two to four commands on as many
+// keys, pipelined into one round trip.
+func (s *Store) StartTask(ctx context.Context, worker, taskID string, t InflightTask, ahead ReadAhead) (supersededBy string, read *JobRead, err error) {
 	raw, err := json.Marshal(t)
 	if err != nil {
 		return "", nil, fmt.Errorf("encode in-flight task %s: %w", taskID, err)
 	}
 	var get *redis.StringCmd
 	var job *redis.SliceCmd
+	var endpoints *redis.StringSliceCmd
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, s.inflightKey(worker), taskID, raw)
 		get = p.Get(ctx, s.supersededKey(taskID))
-		if readJob != "" {
-			job = s.readSeenIn(ctx, p, readJob)
+		if ahead.Job != "" {
+			job = s.readSeenIn(ctx, p, ahead.Job)
+			if ahead.EndpointIDs {
+				endpoints = s.readEndpointIDsIn(ctx, p)
+			}
 		}
 		return nil
 	})
@@ -184,8 +203,14 @@ func (s *Store) StartTask(ctx context.Context, worker, taskID string, t Inflight
 	if job == nil {
 		return "", nil, nil
 	}
-	j, seen, err := seenFrom(readJob, job)
-	return "", &JobRead{ID: readJob, Job: j, Seen: seen, Err: err}, nil
+	j, seen, err := seenFrom(ahead.Job, job)
+	read = &JobRead{ID: ahead.Job, Job: j, Seen: seen, Err: err}
+	if endpoints != nil {
+		// A failed read is no read: the handler reads the set itself.
+		read.EndpointIDs, err = endpoints.Result()
+		read.EndpointsRead = err == nil
+	}
+	return "", read, nil
 }
 
 // RecordTask (re)writes a worker's record of one task. Safe to repeat.

@@ -75,7 +75,7 @@ func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, inTask bool, 
 		}
 		if !read {
 			var readErr error
-			if endpoints, readErr = h.store.Endpoints(ctx); readErr != nil {
+			if endpoints, readErr = h.endpoints(ctx); readErr != nil {
 				unreadable = true
 				log.Warn("endpoints not read; the events go through fan-out tasks", zap.Error(readErr))
 				return change, nil

@@ -31,6 +31,7 @@ type Store interface {
 	SaveMessageReleasing(ctx context.Context, jobID string, m store.Message, acks []string, holder string, destinations []string) (saveErr, releaseErr error)
 	UpdateMessage(ctx context.Context, jobID, msgID string, fn func(m *store.Message, found bool) ([]store.OutboxEntry, error)) (store.Message, error)
 	Endpoints(ctx context.Context) ([]store.Endpoint, error)
+	EndpointsIn(ctx context.Context, ids []string) ([]store.Endpoint, error)
 	Endpoint(ctx context.Context, id string) (store.Endpoint, error)
 	UpdateEndpoint(ctx context.Context, id string, fn func(e *store.Endpoint, now time.Time) error) (store.Endpoint, error)
 	IndexEndpointMessage(ctx context.Context, endpointID, msgID string, at time.Time) error

@@ -298,7 +298,7 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 		rec := store.InflightTask{
 			Type: t.Type(), Queue: queue, Payload: t.Payload(), Retried: retried, MaxRetry: maxRetry, StartedAt: time.Now(),
 		}
-		by, read, err := w.store.StartTask(ctx, w.opts.WorkerID, id, rec, jobReadFirst(t))
+		by, read, err := w.store.StartTask(ctx, w.opts.WorkerID, id, rec, readAheadOf(t))
 		if err != nil {
 			// Run it anyway: a task we cannot record is only rescued the
 			// slow way (asynq's recoverer) should this worker die now, and

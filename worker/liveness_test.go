@@ -53,7 +53,7 @@ func (h *harness) recordInflight(workerID string, p tasks.Payload, retried, maxR
 	queue := h.queues.For(p)
 	if _, _, err := h.store.StartTask(context.Background(), workerID, p.TaskID(), store.InflightTask{
 		Type: p.TaskType(), Queue: queue, Payload: raw, Retried: retried, MaxRetry: maxRetry, StartedAt: time.Now(),
-	}, ""); err != nil {
+	}, store.ReadAhead{}); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -15,25 +15,35 @@ import (
 // and hands it on in the context; the handler takes it with firstRead. The
 // read is as fresh as the handler's own would be, a moment earlier: every
 // write from it is a compare-and-set that refuses a stale record.
+//
+// A request handler's run always ends in a commit with an event (accepted,
+// or failed), whose messages go to the endpoints: track reads the endpoint
+// set ahead for it too, and the handler takes it with endpoints. The set is
+// then as it was when the task started, not when its event was committed,
+// a few hundred milliseconds later: an endpoint created in between gets
+// the job's next events, not that one. The endpoints themselves are read
+// at the commit, so one deleted or disabled meanwhile is not sent to. A
+// poll handler reads the set itself, when it makes an event: most polls
+// make none.
 
 // readAheadKey is the context key of the read track made.
 type readAheadKey struct{}
 
-// jobReadFirst names the job whose record the handler of t reads first,
-// or "" when t is no request or poll task (or its payload is malformed:
-// the handler then reports it).
-func jobReadFirst(t *asynq.Task) string {
+// readAheadOf names what the handler of t reads first: the job of a
+// request or poll task, and the endpoint set for a request task; nothing
+// for another task or a malformed payload (the handler then reports it).
+func readAheadOf(t *asynq.Task) store.ReadAhead {
 	switch t.Type() {
 	case tasks.TypeRequestPreview:
 		if p, err := tasks.Decode[tasks.RequestPreview](t); err == nil {
-			return p.JobID
+			return store.ReadAhead{Job: p.JobID, EndpointIDs: true}
 		}
 	case tasks.TypePollPreview:
 		if p, err := tasks.Decode[tasks.PollPreview](t); err == nil {
-			return p.JobID
+			return store.ReadAhead{Job: p.JobID}
 		}
 	}
-	return ""
+	return store.ReadAhead{}
 }
 
 // withReadAhead hands read on to the task's handler.
@@ -51,4 +61,13 @@ func (h *Handlers) firstRead(ctx context.Context, id string) (store.Job, store.S
 		return read.Job, read.Seen, read.Err
 	}
 	return h.store.GetSeen(ctx, id)
+}
+
+// endpoints returns the endpoints for the events of a commit: from the
+// endpoint set track read ahead, if it read one, else read now.
+func (h *Handlers) endpoints(ctx context.Context) ([]store.Endpoint, error) {
+	if read, ok := ctx.Value(readAheadKey{}).(*store.JobRead); ok && read.EndpointsRead {
+		return h.store.EndpointsIn(ctx, read.EndpointIDs)
+	}
+	return h.store.Endpoints(ctx)
 }
