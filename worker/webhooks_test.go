@@ -212,7 +212,9 @@ func TestFailingEndpointIsDisabled(t *testing.T) {
 	if e.FailingSince == nil || e.DisabledAt == nil || e.DisabledAt.Sub(*e.FailingSince) < 2*time.Second || !bytes.Contains([]byte(e.DisabledReason), []byte("failing since")) {
 		t.Fatalf("disabled endpoint: %+v", e)
 	}
-	testutil.Eventually(t, 5*time.Second, "the message to be given up", func() bool {
+	// Attempts are a second apart, each picked up by asynq's 1 s tick: 20 s,
+	// not 5, for a loaded CI machine (5 s timed out once there).
+	testutil.Eventually(t, 20*time.Second, "the message to be given up", func() bool {
 		msgs, _ := h.store.Messages(context.Background(), job.ID)
 		for _, m := range msgs {
 			if m.Destination == ep.ID {
