@@ -63,37 +63,63 @@ func (s *Store) AcquireSlots(ctx context.Context, holder string, lease time.Dura
 	if len(slots) == 0 {
 		return true, nil
 	}
-	now := s.now()
-	ends := now.Add(lease)
-	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
-	keys := make([]string, len(slots))
-	live := make([]*redis.IntCmd, len(slots))
+	var taking *slotTaking
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, sl := range slots {
-			key := s.slotsKey(sl.Destination)
-			keys[i] = key
-			p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
-			p.PExpireAt(ctx, key, ends)
-			live[i] = p.ZCount(ctx, key, "("+nowMS, "+inf")
-		}
+		taking = s.takeSlotsIn(ctx, p, holder, lease, slots)
 		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("acquire %d delivery slots: %w", len(slots), err)
 	}
+	return s.settleSlots(ctx, taking)
+}
+
+// slotTaking is a take of slots queued in a pipeline (takeSlotsIn), whose
+// replies settleSlots reads.
+type slotTaking struct {
+	holder string
+	slots  []Slot
+	keys   []string
+	live   []*redis.IntCmd
+	nowMS  string
+}
+
+// takeSlotsIn queues AcquireSlots's commands in a pipeline.
+func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder string, lease time.Duration, slots []Slot) *slotTaking {
+	now := s.now()
+	ends := now.Add(lease)
+	t := &slotTaking{holder: holder, slots: slots, keys: make([]string, len(slots)), live: make([]*redis.IntCmd, len(slots)),
+		nowMS: strconv.FormatInt(now.UnixMilli(), 10)}
+	for i, sl := range slots {
+		key := s.slotsKey(sl.Destination)
+		t.keys[i] = key
+		p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
+		p.PExpireAt(ctx, key, ends)
+		t.live[i] = p.ZCount(ctx, key, "("+t.nowMS, "+inf")
+	}
+	return t
+}
+
+// settleSlots reads a take's replies once its pipeline ran: true when
+// every slot was taken; false when one was full, having given that one
+// back (and swept its set) in one more round trip, as AcquireSlots says.
+func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 	var busy []string
-	for i, n := range live {
-		if n.Val() > int64(slots[i].Limit) {
-			busy = append(busy, keys[i])
+	for i, n := range t.live {
+		if n.Err() != nil {
+			return false, fmt.Errorf("acquire delivery slot %s: %w", t.slots[i].Destination, n.Err())
+		}
+		if n.Val() > int64(t.slots[i].Limit) {
+			busy = append(busy, t.keys[i])
 		}
 	}
 	if len(busy) == 0 {
 		return true, nil
 	}
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, key := range busy {
-			p.ZRem(ctx, key, holder)
-			p.ZRemRangeByScore(ctx, key, "-inf", nowMS)
+			p.ZRem(ctx, key, t.holder)
+			p.ZRemRangeByScore(ctx, key, "-inf", t.nowMS)
 		}
 		return nil
 	})

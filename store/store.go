@@ -149,6 +149,21 @@ type Change struct {
 	// hold the change, or ErrNotReplicated (the change stays committed on
 	// the primary: the caller decides what that means).
 	Durable bool
+	// Slots are the delivery slots of a delivery the writer makes right
+	// after the commit (the job's own webhook, sent inline), to take in
+	// the commit's round trip instead of one of their own, as AcquireSlots
+	// takes them. Committed.Slots says whether the commit took them all;
+	// when it did not (a slot full, the commit lost or failed), UpdateFrom
+	// has given back what it took. Ignored with Durable (that pipeline
+	// goes to the job's primary only).
+	Slots *SlotTake
+}
+
+// SlotTake is a delivery's slots, held by Holder for Lease.
+type SlotTake struct {
+	Holder string
+	Lease  time.Duration
+	Slots  []Slot
 }
 
 // Event is a stored webhook event: its id and the exact bytes sent for it.
@@ -371,6 +386,10 @@ type Committed struct {
 	// event the job's record already held is not there: its stored body is
 	// the one to send, and the delivery task reads it).
 	Events []CommittedEvent
+	// Slots is the change's Slots when the commit took every one: the
+	// writer holds them and gives them back (ReleaseSlots,
+	// SaveMessageReleasing). Nil when it took none.
+	Slots *SlotTake
 }
 
 // CommittedEvent is an event as the commit that created it stored it.
@@ -401,9 +420,19 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 	// (or whose outcome is unknown); listed is the job to list again, as
 	// last read, or as committed by a later attempt that did not move it.
 	relist, listed := false, Job{}
+	// sentSlots: the slot takes attempts queued along with their commits;
+	// held: those of the commit that landed and took them all, which the
+	// caller holds. The others are given back.
+	var sentSlots []*SlotTake
+	var held *SlotTake
 	defer func() {
 		if relist {
 			s.relistJob(ctx, listed)
+		}
+		for _, t := range sentSlots {
+			if held == nil || t.Holder != held.Holder {
+				s.giveBackSlots(ctx, t)
+			}
 		}
 	}()
 	for range maxUpdateAttempts {
@@ -439,6 +468,9 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 		r.Job = j
 		doc, res, err := s.commit(ctx, r, !j.Deadline.Equal(deadline), read.version, before, change, now)
 		relist = relist || (res.listed && !res.committed)
+		if res.slotsSent && !slices.ContainsFunc(sentSlots, func(t *SlotTake) bool { return t.Holder == change.Slots.Holder }) {
+			sentSlots = append(sentSlots, change.Slots)
+		}
 		if err != nil && !errors.Is(err, ErrNotReplicated) {
 			return Job{}, Seen{}, none, err
 		}
@@ -449,7 +481,11 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 		// the attempts that lost before it; one that did not leaves its
 		// status to list again.
 		relist, listed = relist && !res.listed, j
-		return j, nextSeen(read.version, doc), s.afterCommit(ctx, j, before, change, res), err
+		c := s.afterCommit(ctx, j, before, change, res)
+		if res.slotsTaken {
+			c.Slots, held = change.Slots, change.Slots
+		}
+		return j, nextSeen(read.version, doc), c, err
 	}
 	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
 }
@@ -465,6 +501,17 @@ func (s *Store) relistJob(ctx context.Context, j Job) {
 		s.indexListingIn(ctx, p, j, "", false)
 		return nil
 	})
+}
+
+// giveBackSlots gives back the slots an update's commit took along but
+// did not keep (see Change.Slots). Best effort: a slot not given back is
+// freed when its lease ends.
+func (s *Store) giveBackSlots(ctx context.Context, t *SlotTake) {
+	destinations := make([]string, len(t.Slots))
+	for i, sl := range t.Slots {
+		destinations[i] = sl.Destination
+	}
+	_ = s.ReleaseSlots(context.WithoutCancel(ctx), t.Holder, destinations)
 }
 
 // nextSeen is the record a commit at version wrote: the script moves the
@@ -539,6 +586,9 @@ type commitResult struct {
 	// listed: the job's listing move went with the compare-and-set, in its
 	// round trip, whatever the compare-and-set then did (see commitDoc).
 	listed bool
+	// slotsSent: the change's slot takes went along too; slotsTaken: they
+	// took every slot, and the compare-and-set committed.
+	slotsSent, slotsTaken bool
 }
 
 // commit runs the compare-and-set of r's job at version, with the
@@ -618,33 +668,52 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 	// the writer die before relisting, a job missing from its status's
 	// listing until its next move. The status listing is best effort, like
 	// every listing write.
+	//
+	// The slots of the delivery the writer makes next go along the same
+	// way (Change.Slots); UpdateFrom gives them back unless the commit
+	// landed and took them all.
 	durable := change.Durable && s.minReplicas > 0
-	var listing func(redis.Pipeliner)
-	if j.Status != before && !durable {
-		listing = func(p redis.Pipeliner) { s.indexListingIn(ctx, p, j, before, false) }
+	sent := commitResult{listed: j.Status != before && !durable, slotsSent: change.Slots != nil && !durable}
+	var along func(redis.Pipeliner)
+	var taking *slotTaking
+	if sent.listed || sent.slotsSent {
+		along = func(p redis.Pipeliner) {
+			if sent.listed {
+				s.indexListingIn(ctx, p, j, before, false)
+			}
+			if sent.slotsSent {
+				taking = s.takeSlotsIn(ctx, p, change.Slots.Holder, change.Slots.Lease, change.Slots.Slots)
+			}
+		}
 	}
-	res, replicas, err := s.runUpdate(ctx, keys, args, durable, listing)
+	res, replicas, err := s.runUpdate(ctx, keys, args, durable, along)
 	if err != nil {
 		// The listing may have moved (relisting only adds an entry, so it
 		// is harmless when the commit landed after all).
-		return commitResult{listed: listing != nil}, fmt.Errorf("update job %s: %w", j.ID, err)
+		return sent, fmt.Errorf("update job %s: %w", j.ID, err)
 	}
 	switch res {
 	case "ok", "ok-again":
 		// "ok-again": a re-run recognised by its nonce after a lost reply.
-		done := commitResult{committed: true, listed: listing != nil}
+		done := sent
+		done.committed = true
+		if taking != nil {
+			// A slot full (given back here) or a take that failed leaves
+			// the delivery to take its slots itself, or its task to.
+			done.slotsTaken, _ = s.settleSlots(ctx, taking)
+		}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
 		}
 		return done, nil
 	case "conflict":
-		return commitResult{listed: listing != nil}, nil
+		return sent, nil
 	case "notfound":
-		return commitResult{}, fmt.Errorf("job %s: %w", j.ID, ErrNotFound)
+		return commitResult{slotsSent: sent.slotsSent}, fmt.Errorf("job %s: %w", j.ID, ErrNotFound)
 	case "illegal":
-		return commitResult{listed: listing != nil}, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
+		return sent, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
-	return commitResult{}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+	return commitResult{slotsSent: sent.slotsSent}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
 }
 
 // prepareCommit writes, before a commit, the cross-job entries that must
@@ -696,16 +765,16 @@ func (s *Store) prepareCommit(ctx context.Context, jobID string, change Change) 
 // the primary that owns the job's slot. A re-sent pipeline (a lost reply)
 // is harmless: the script recognises its nonce, and WAIT only waits.
 //
-// listing, when not nil, queues the job's listing move, to go in the
-// script's round trip, after it, whatever it then does (see commitDoc).
-// Not with durable: that pipeline goes to the job's primary only.
-func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durable bool, listing func(redis.Pipeliner)) (string, int, error) {
+// along, when not nil, queues the commands that go in the script's round
+// trip, after it, whatever it then does (see commitDoc). Not with
+// durable: that pipeline goes to the job's primary only.
+func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durable bool, along func(redis.Pipeliner)) (string, int, error) {
 	if !durable {
-		if listing == nil {
+		if along == nil {
 			res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
 			return res, 0, err
 		}
-		res, err := s.runScriptAlong(ctx, updateScript, keys, args, listing).Text()
+		res, err := s.runScriptAlong(ctx, updateScript, keys, args, along).Text()
 		return res, 0, err
 	}
 	var primary redis.Cmdable = s.rdb

@@ -63,10 +63,14 @@ type updateFunc = func(j *store.Job, now time.Time) (store.Change, error)
 // done. The sweeper, and a task that was given up, do not come back. The
 // endpoints are read once, when the first event needs them; if they cannot
 // be read, the events keep their fan-out tasks, which address them later.
+//
+// The commit also takes the delivery slots of its first event's inline
+// attempt (inlineSlots), in its round trip.
 func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, inTask bool, fn updateFunc) updateFunc {
 	var endpoints []store.Endpoint
 	var read, unreadable bool
 	redone := inTask && comesBack(ctx)
+	holders := map[string]string{} // event id → slot holder, one across attempts
 	return func(j *store.Job, now time.Time) (store.Change, error) {
 		change, err := fn(j, now)
 		change.Redone = redone
@@ -83,8 +87,49 @@ func (h *Handlers) addressed(ctx context.Context, log *zap.Logger, inTask bool, 
 			read = true
 		}
 		tasks.Address(&change, j, now, endpoints)
+		change.Slots = h.inlineSlots(ctx, j, change, now, holders)
 		return change, nil
 	}
+}
+
+// inlineSlots are the slots the inline attempt of change's first event
+// takes before its name lookup (see send), to take in the commit's round
+// trip instead of one of their own; nil when no attempt will follow (no
+// webhook_url, or its host in backoff). flushDelivering hands them to
+// that attempt, or gives them back. A host name's address slot is still
+// taken after the lookup; an IP literal's is its domain slot.
+func (h *Handlers) inlineSlots(ctx context.Context, j *store.Job, change store.Change, now time.Time, holders map[string]string) *store.SlotTake {
+	if len(change.Events) == 0 {
+		return nil
+	}
+	ev := change.Events[0]
+	id := jobDelivery(j.ID, ev.ID, ev.Type).TaskID()
+	if !slices.ContainsFunc(change.Outbox, func(e store.OutboxEntry) bool { return e.ID == id }) {
+		return nil
+	}
+	dest, reason, err := h.resolve(ctx, *j, tasks.DestinationJob) // no store read for the job's own URL
+	if err != nil || reason != "" || !h.inline.allowed(dest.url, now) {
+		return nil
+	}
+	target, err := h.sender.Target(dest.url)
+	if err != nil {
+		return nil
+	}
+	holder, ok := holders[ev.ID]
+	if !ok {
+		holder = inlineHolder(store.MessageID(ev.ID, tasks.DestinationJob), now)
+		holders[ev.ID] = holder
+	}
+	take := &store.SlotTake{Holder: holder, Lease: h.slotLease()}
+	for _, sl := range h.firstSlots(target, j.ID, tasks.DestinationJob) {
+		take.Slots = append(take.Slots, store.Slot{Destination: sl.key, Limit: sl.limit})
+	}
+	return take
+}
+
+// inlineHolder names the holder of an inline attempt's slots.
+func inlineHolder(msgID string, now time.Time) string {
+	return "inline:" + msgID + "#" + fmt.Sprint(now.UnixNano())
 }
 
 // comesBack reports whether the running task runs again should this run
@@ -116,7 +161,7 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	var inline []store.CommittedEvent
 	inlineEntries := map[string]bool{}
 	for _, ev := range c.Events {
-		id := jobDelivery(job.ID, ev).TaskID()
+		id := jobDelivery(job.ID, ev.ID, ev.Type).TaskID()
 		if slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == id }) {
 			inline = append(inline, ev)
 			inlineEntries[id] = true
@@ -130,10 +175,20 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 			settled[id] = true
 		}
 	}
+	taken := c.Slots // the commit's take, for the attempt it was made for
+	defer func() {
+		if taken != nil {
+			h.heldSlots(taken).release(ctx, log) // its event is not sent inline
+		}
+	}()
 	acked := 0
 	for _, ev := range inline {
-		p := jobDelivery(job.ID, ev)
-		outcome, retryAfter, recorded := h.deliverInline(ctx, log, job, ev, p.TaskID(), ahead)
+		p := jobDelivery(job.ID, ev.ID, ev.Type)
+		var slots *slotSet
+		if taken != nil && strings.HasPrefix(taken.Holder, "inline:"+store.MessageID(ev.ID, tasks.DestinationJob)+"#") {
+			slots, taken = h.heldSlots(taken), nil
+		}
+		outcome, retryAfter, recorded := h.deliverInline(ctx, log, job, ev, p.TaskID(), ahead, slots)
 		if recorded {
 			acked += len(ahead)
 			ahead = nil
@@ -162,9 +217,9 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	return h.tasks.FlushCommittedSettled(ctx, c, settled)
 }
 
-// jobDelivery is the delivery task of ev to the job's own webhook_url.
-func jobDelivery(jobID string, ev store.CommittedEvent) tasks.DeliverWebhook {
-	return tasks.DeliverWebhook{JobID: jobID, EventID: ev.ID, EventType: string(ev.Type), Destination: tasks.DestinationJob}
+// jobDelivery is the delivery task of an event to the job's own webhook_url.
+func jobDelivery(jobID, eventID string, eventType store.EventType) tasks.DeliverWebhook {
+	return tasks.DeliverWebhook{JobID: jobID, EventID: eventID, EventType: string(eventType), Destination: tasks.DestinationJob}
 }
 
 // enqueueAhead enqueues the entries of c but those inline attempts may make
@@ -207,21 +262,25 @@ const (
 // delivery task, with the record; failed, with the receiver's
 // Retry-After, when a retry is due; skipped when it made no attempt it
 // could record. recorded says a record was saved, and with it the outbox
-// entries ahead acknowledged.
-func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent, entry string, ahead []string) (_ inlineOutcome, retryAfter time.Duration, recorded bool) {
-	dest, reason, err := h.resolve(ctx, job, tasks.DestinationJob)
-	if err != nil || reason != "" || !h.inline.allowed(dest.url, h.now()) {
-		return inlineSkipped, 0, false // the task records why it is not sent
-	}
+// entries ahead acknowledged. taken, when not nil, holds slots the commit
+// took for this attempt (see inlineSlots); they are given back either way.
+func (h *Handlers) deliverInline(ctx context.Context, log *zap.Logger, job store.Job, ev store.CommittedEvent, entry string, ahead []string, taken *slotSet) (_ inlineOutcome, retryAfter time.Duration, recorded bool) {
 	msg := store.Message{
 		ID: store.MessageID(ev.ID, tasks.DestinationJob), EventID: ev.ID, EventType: ev.Type,
 		Destination: tasks.DestinationJob, Status: store.MessagePending, CreatedAt: job.UpdatedAt,
 	}
+	slots := taken
+	if slots == nil {
+		slots = h.newSlotSet(inlineHolder(msg.ID, h.now()))
+	}
+	defer slots.release(ctx, log) // the paths that save no record
+	dest, reason, err := h.resolve(ctx, job, tasks.DestinationJob)
+	if err != nil || reason != "" || !h.inline.allowed(dest.url, h.now()) {
+		return inlineSkipped, 0, false // the task records why it is not sent
+	}
 	log = log.With(zap.String("message_id", msg.ID), zap.String("event_type", string(ev.Type)))
 	attemptCtx, cancel := context.WithTimeout(ctx, inlineTimeout)
 	defer cancel()
-	slots := h.newSlotSet("inline:" + msg.ID + "#" + fmt.Sprint(h.now().UnixNano()))
-	defer slots.release(ctx, log) // the paths that save no record
 	out, err := h.send(attemptCtx, log, slots, job.ID, tasks.DestinationJob, dest, webhook.Message{ID: ev.ID, Body: ev.Body})
 	if err != nil {
 		return inlineSkipped, 0, false // a slot busy, or the store failing: the task waits its turn

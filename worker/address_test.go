@@ -185,3 +185,39 @@ func TestTheNextPollGoesAheadOfTheInlineWebhook(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineAttemptsLeaveNoSlotHeld: the commit that makes an event takes
+// the delivery slots of its inline attempt in its own round trip; every
+// path after it gives them back (the attempt's record, or the release of
+// an attempt not made), so once the job is done no slot is held, whatever
+// the receiver answered. A slot left held would keep its set until its
+// lease ended, 40 s on.
+func TestInlineAttemptsLeaveNoSlotHeld(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+	}{
+		{"delivered inline", http.StatusOK},
+		{"failed inline", http.StatusServiceUnavailable},
+		{"refused for good inline", http.StatusGone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.opts.Webhooks.Schedule = []time.Duration{time.Hour} // the task's retry comes after the test
+			h.rcv.SetStatus(tt.status)
+			h.start()
+			job := h.request("SESSION_SLOTS_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: time.Second})
+			if got := h.waitFinal(job.ID, 30*time.Second); got.Status != store.StatusDone {
+				t.Fatalf("job ended %s, want done", got.Status)
+			}
+			testutil.Eventually(t, 10*time.Second, "every inline attempt made", func() bool {
+				return len(h.rcv.Deliveries()) >= 2 || (tt.status == http.StatusGone && len(h.rcv.Deliveries()) >= 1)
+			})
+			testutil.Eventually(t, 10*time.Second, "no delivery slot held", func() bool {
+				return len(h.scanKeys(h.redis.Namespace+":slots:*")) == 0
+			})
+		})
+	}
+}

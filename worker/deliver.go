@@ -272,11 +272,7 @@ func (h *Handlers) send(ctx context.Context, log *zap.Logger, slots *slotSet, jo
 		out.err = err
 		return out, nil
 	}
-	first := []slot{h.domainSlot(target)}
-	if destID == tasks.DestinationJob {
-		first = append(first, h.jobSlot(jobID))
-	}
-	if ok, err := slots.take(ctx, log, first...); err != nil || !ok {
+	if ok, err := slots.take(ctx, log, h.firstSlots(target, jobID, destID)...); err != nil || !ok {
 		return out, busyOr(err)
 	}
 	if target, out.err = h.sender.Resolve(ctx, target); out.err != nil {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/previewd/previewd/store"
+	"github.com/previewd/previewd/tasks"
 	"github.com/previewd/previewd/webhook"
 )
 
@@ -67,11 +68,33 @@ func (h *Handlers) addrSlot(t webhook.Target) slot {
 	return slot{key: "addr:" + net.JoinHostPort(t.Addr.String(), t.Port), limit: h.webhooks.PerDestination}
 }
 
-// newSlotSet starts an empty set for holder. The lease covers a name
-// lookup and an attempt, each bounded by AttemptTimeout, so a holder that
-// dies frees its slots soon after it could have finished.
+// newSlotSet starts an empty set for holder.
 func (h *Handlers) newSlotSet(holder string) *slotSet {
-	return &slotSet{h: h, holder: holder, lease: 2*h.webhooks.AttemptTimeout + 10*time.Second}
+	return &slotSet{h: h, holder: holder, lease: h.slotLease()}
+}
+
+// heldSlots is the set of the slots a commit took (store.Change.Slots).
+func (h *Handlers) heldSlots(t *store.SlotTake) *slotSet {
+	s := &slotSet{h: h, holder: t.Holder, lease: t.Lease}
+	for _, sl := range t.Slots {
+		s.held = append(s.held, sl.Destination)
+	}
+	return s
+}
+
+// slotLease covers a name lookup and an attempt, each bounded by
+// AttemptTimeout, so a holder that dies frees its slots soon after it
+// could have finished.
+func (h *Handlers) slotLease() time.Duration { return 2*h.webhooks.AttemptTimeout + 10*time.Second }
+
+// firstSlots are the slots a delivery to target takes before its name
+// lookup: the domain's, and the job's for the job's own webhook_url.
+func (h *Handlers) firstSlots(target webhook.Target, jobID, destID string) []slot {
+	first := []slot{h.domainSlot(target)}
+	if destID == tasks.DestinationJob {
+		first = append(first, h.jobSlot(jobID))
+	}
+	return first
 }
 
 // take acquires slots, those this set does not hold yet, in one round
