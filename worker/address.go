@@ -40,6 +40,14 @@ import (
 // this process. Everything else is the delivery task's, so a receiver that
 // hangs holds a poll worker for at most inlineTimeout, once per
 // inlineBackoff, and never more deliveries than its share.
+//
+// The first event's attempt has its slots taken by the commit itself, in
+// its round trip (inlineSlots, store.Change.Slots), instead of in one of
+// its own after it. They are taken before the compare-and-set's outcome is
+// known: a commit that loses holds them for the moment until its update
+// gives them back, so a delivery of another job to the same receiver may
+// find its domain's slots full then, and wait its turn as it would behind
+// any holder.
 
 // inlineTimeout bounds an attempt made right after a commit.
 const inlineTimeout = 2 * time.Second
@@ -176,11 +184,6 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 		}
 	}
 	taken := c.Slots // the commit's take, for the attempt it was made for
-	defer func() {
-		if taken != nil {
-			h.heldSlots(taken).release(ctx, log) // its event is not sent inline
-		}
-	}()
 	acked := 0
 	for _, ev := range inline {
 		p := jobDelivery(job.ID, ev.ID, ev.Type)
@@ -210,6 +213,11 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 			}
 		}
 		settled[p.TaskID()] = true
+	}
+	if taken != nil {
+		// Its event is not sent inline (one the record held already, whose
+		// task sends it): given back before the tasks are enqueued.
+		h.heldSlots(taken).release(ctx, log)
 	}
 	if c.Redone && acked == len(c.Outbox) {
 		return nil
