@@ -390,9 +390,6 @@ type Committed struct {
 	// writer holds them and gives them back (ReleaseSlots,
 	// SaveMessageReleasing). Nil when it took none.
 	Slots *SlotTake
-	// SlotsBusy says the commit found one of the change's Slots full (and
-	// gave them back): its delivery waits its turn, as behind any holder.
-	SlotsBusy bool
 }
 
 // CommittedEvent is an event as the commit that created it stored it.
@@ -488,7 +485,6 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 		if res.slotsTaken {
 			c.Slots, held = change.Slots, change.Slots
 		}
-		c.SlotsBusy = res.slotsBusy
 		return j, nextSeen(read.version, doc), c, err
 	}
 	return Job{}, Seen{}, none, fmt.Errorf("update job %s: %w", id, ErrContention)
@@ -591,9 +587,8 @@ type commitResult struct {
 	// round trip, whatever the compare-and-set then did (see commitDoc).
 	listed bool
 	// slotsSent: the change's slot takes went along too; slotsTaken: they
-	// took every slot, and the compare-and-set committed; slotsBusy: it
-	// committed, and a slot was full.
-	slotsSent, slotsTaken, slotsBusy bool
+	// took every slot, and the compare-and-set committed.
+	slotsSent, slotsTaken bool
 }
 
 // commit runs the compare-and-set of r's job at version, with the
@@ -705,9 +700,7 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		if taking != nil {
 			// A slot full (given back here) or a take that failed leaves
 			// the delivery to take its slots itself, or its task to.
-			var err error
-			done.slotsTaken, err = s.settleSlots(ctx, taking)
-			done.slotsBusy = !done.slotsTaken && err == nil
+			done.slotsTaken, _ = s.settleSlots(ctx, taking)
 		}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)

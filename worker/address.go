@@ -191,9 +191,6 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 		if taken != nil && strings.HasPrefix(taken.Holder, "inline:"+store.MessageID(ev.ID, tasks.DestinationJob)+"#") {
 			slots, taken = h.heldSlots(taken), nil
 		}
-		if c.SlotsBusy && ev.ID == c.Events[0].ID {
-			continue // the commit found a slot of its attempt full: the task waits its turn
-		}
 		outcome, retryAfter, recorded := h.deliverInline(ctx, log, job, ev, p.TaskID(), ahead, slots)
 		if recorded {
 			acked += len(ahead)
