@@ -40,11 +40,11 @@ type Slot struct {
 // AcquireSlots takes one of each slot's Limit for holder, for at most lease
 // (a holder that dies frees its slots when the lease ends), in one round
 // trip. It reports true when it took every one. It reports false when one
-// is full, having given that one back (and swept its set of the holders
-// whose lease ended) in one more round trip, and returns an error when the
-// store failed; either way the holder may hold some of slots (the free
-// ones, or one whose reply was lost), and the caller gives them all back
-// with ReleaseSlots. Taking a slot again is harmless: a holder that already
+// is full, having given every one back (and swept the full ones' sets of
+// the holders whose lease ended) in one more round trip. It returns an
+// error when the store failed: the holder may then hold some of slots (one
+// whose reply was lost), and the caller gives them all back with
+// ReleaseSlots. Taking a slot again is harmless: a holder that already
 // holds it only moves its lease.
 //
 // Per slot the pipeline adds the holder (ZADD: a member already there only
@@ -101,30 +101,33 @@ func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder strin
 }
 
 // settleSlots reads a take's replies once its pipeline ran: true when
-// every slot was taken; false when one was full, having given that one
-// back (and swept its set) in one more round trip, as AcquireSlots says.
+// every slot was taken; false when one was full, having given them all
+// back (and swept the full ones' sets) in one more round trip, as
+// AcquireSlots says.
 func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
-	var busy []string
+	busy := make([]bool, len(t.live))
+	full := false
 	for i, n := range t.live {
 		if n.Err() != nil {
 			return false, fmt.Errorf("acquire delivery slot %s: %w", t.slots[i].Destination, n.Err())
 		}
-		if n.Val() > int64(t.slots[i].Limit) {
-			busy = append(busy, t.keys[i])
-		}
+		busy[i] = n.Val() > int64(t.slots[i].Limit)
+		full = full || busy[i]
 	}
-	if len(busy) == 0 {
+	if !full {
 		return true, nil
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, key := range busy {
+		for i, key := range t.keys {
 			p.ZRem(ctx, key, t.holder)
-			p.ZRemRangeByScore(ctx, key, "-inf", t.nowMS)
+			if busy[i] {
+				p.ZRemRangeByScore(ctx, key, "-inf", t.nowMS)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("give back %d busy delivery slots: %w", len(busy), err)
+		return false, fmt.Errorf("give back %d delivery slots, one full: %w", len(t.keys), err)
 	}
 	return false, nil
 }

@@ -153,7 +153,7 @@ type Change struct {
 	// after the commit (the job's own webhook, sent inline), to take in
 	// the commit's round trip instead of one of their own, as AcquireSlots
 	// takes them. Committed.Slots says whether the commit took them all;
-	// when it did not (a slot full, the commit lost or failed), UpdateFrom
+	// when it did not (a slot full, the commit lost or failed), the update
 	// has given back what it took. Ignored with Durable (that pipeline
 	// goes to the job's primary only).
 	Slots *SlotTake
@@ -700,7 +700,10 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		if taking != nil {
 			// A slot full (given back here) or a take that failed leaves
 			// the delivery to take its slots itself, or its task to.
-			done.slotsTaken, _ = s.settleSlots(ctx, taking)
+			var err error
+			done.slotsTaken, err = s.settleSlots(ctx, taking)
+			// Full: every slot given back already, nothing left to give.
+			done.slotsSent = done.slotsTaken || err != nil
 		}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)

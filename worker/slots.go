@@ -99,9 +99,10 @@ func (h *Handlers) firstSlots(target webhook.Target, jobID, destID string) []slo
 
 // take acquires slots, those this set does not hold yet, in one round
 // trip. It reports false when one is busy and returns the store's error
-// when it failed; either way it has given back every slot this call asked
-// for, in one more round trip: a slot whose acquire failed may still have
-// been taken (the reply was lost), and ZREM of a non-member is harmless.
+// when it failed; either way every slot this call asked for is given back,
+// in one more round trip (AcquireSlots's, when one is busy; this one's
+// after a failure: a slot whose acquire failed may still have been taken,
+// the reply lost, and ZREM of a non-member is harmless).
 func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (bool, error) {
 	n := len(s.held)
 	var want []store.Slot
@@ -113,9 +114,13 @@ func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (boo
 		want = append(want, store.Slot{Destination: sl.key, Limit: sl.limit})
 	}
 	ok, err := s.h.store.AcquireSlots(ctx, s.holder, s.lease, want)
-	if err != nil || !ok {
+	switch {
+	case err != nil:
 		s.releaseFrom(ctx, log, n)
 		return false, err
+	case !ok:
+		s.held = s.held[:n] // AcquireSlots gave them back
+		return false, nil
 	}
 	return true, nil
 }
