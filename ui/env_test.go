@@ -109,7 +109,7 @@ func (e *uiEnv) simMeshes(base, code string) map[string]string {
 		t.Fatal(err)
 	}
 	var meshes map[string]string
-	testutil.Eventually(t, 5*time.Second, "the simulated preview finishes", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the simulated preview finishes", func() bool {
 		s, err := c.GetSession(ctx, code)
 		if err != nil {
 			t.Fatal(err)

@@ -358,7 +358,7 @@ func TestEndedTasksRecordsAreCleared(t *testing.T) {
 		info, err := h.inspector.GetQueueInfo(h.queues.Polls)
 		return err == nil && info.Pending == 0 && info.Active == 0 && info.Processed >= n
 	})
-	testutil.Eventually(t, 2*time.Second, "the ended tasks' records to be cleared", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the ended tasks' records to be cleared", func() bool {
 		recs, err := h.store.InflightTasks(ctx, w.ID())
 		return err == nil && len(recs) == 0
 	})

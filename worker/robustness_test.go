@@ -133,7 +133,7 @@ func TestPanicIsArchivedAndTheJobFailed(t *testing.T) {
 		t.Fatalf("job after a panic: %s %+v", failed.Status, failed.Error)
 	}
 	// The job is failed from asynq's error handler, just before asynq archives the task.
-	testutil.Eventually(t, 5*time.Second, "the task to be archived", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the task to be archived", func() bool {
 		info := h.taskInfo(h.queues.Previews, "request:"+job.ID)
 		return info != nil && info.State == asynq.TaskStateArchived
 	})
@@ -228,7 +228,7 @@ func TestWebhookRetriesResendTheSameMessage(t *testing.T) {
 		}
 	}
 	evID := first.Header.Get("webhook-id")
-	testutil.Eventually(t, 5*time.Second, "the delivery record", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the delivery record", func() bool {
 		m, err := h.store.Message(context.Background(), job.ID, store.MessageID(evID, "job"))
 		return err == nil && m.Status == store.MessageDelivered && m.AttemptsN == 2 && m.Attempts[0].StatusCode == http.StatusServiceUnavailable
 	})
@@ -244,7 +244,7 @@ func TestWebhookGoneIsNotRetried(t *testing.T) {
 	first := h.rcv.WaitFor(t, 10*time.Second, "a first attempt", func(ds []testutil.Delivery) bool { return len(ds) >= 1 })[0]
 	evID := first.Header.Get("webhook-id")
 	msgID := store.MessageID(evID, "job")
-	testutil.Eventually(t, 5*time.Second, "the message to fail", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the message to fail", func() bool {
 		m, err := h.store.Message(context.Background(), job.ID, msgID)
 		return err == nil && m.Status == store.MessageFailed
 	})

@@ -102,7 +102,7 @@ func TestEndpointsReceiveTheirSubscriptions(t *testing.T) {
 	if n := len(disabled.Deliveries()); n != 0 {
 		t.Errorf("a disabled endpoint got %d deliveries", n)
 	}
-	testutil.Eventually(t, 5*time.Second, "one message per event and destination", func() bool {
+	testutil.Eventually(t, 20*time.Second, "one message per event and destination", func() bool {
 		msgs, _ := h.store.Messages(context.Background(), job.ID)
 		perDest := map[string]int{}
 		for _, m := range msgs {
@@ -164,7 +164,7 @@ func TestGoneStopsDeliveries(t *testing.T) {
 	h.start()
 	first := h.request("SESSION_410_"+testutil.RandomHex(4), csmsim.SessionConfig{GenerationTime: 2 * time.Second})
 	h.waitEvent(first.ID, store.EventDone, 20*time.Second)
-	testutil.Eventually(t, 5*time.Second, "the endpoint to be disabled", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the endpoint to be disabled", func() bool {
 		e, err := h.producer.Endpoint(context.Background(), ep.ID)
 		return err == nil && !e.Enabled && e.DisabledReason == "the receiver answered 410 Gone"
 	})
@@ -256,7 +256,7 @@ func TestReplayResendsTheStoredMessage(t *testing.T) {
 		return last.Header.Get("webhook-id") == failed.EventID && h.job(job.ID).ID != "" && bytes.Equal(last.Body, first.Body)
 	})
 	h.events(job.ID, ds[len(ds)-1:])
-	testutil.Eventually(t, 5*time.Second, "the replay to be recorded", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the replay to be recorded", func() bool {
 		m, _, err := h.producer.Message(ctx, failed.ID)
 		return err == nil && m.Status == store.MessageDelivered && m.Replays == 1 && m.AttemptsN == failed.AttemptsN+1
 	})

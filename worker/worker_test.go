@@ -77,7 +77,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// Each event became one message to the job's webhook_url, delivered at
 	// the first attempt (the record is saved just after the receiver answers).
-	testutil.Eventually(t, 5*time.Second, "every message recorded as delivered", func() bool {
+	testutil.Eventually(t, 20*time.Second, "every message recorded as delivered", func() bool {
 		msgs, err := h.store.Messages(context.Background(), job.ID)
 		if err != nil || len(msgs) != len(evs) {
 			return false

@@ -208,7 +208,7 @@ func TestServeWithWorker(t *testing.T) {
 
 	exit := make(chan int, 1)
 	go func() { exit <- stop() }()
-	testutil.Eventually(t, 5*time.Second, "/readyz to report draining", func() bool {
+	testutil.Eventually(t, 20*time.Second, "/readyz to report draining", func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
