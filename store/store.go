@@ -221,29 +221,52 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	// of the job it repeats (fixDeadlineIndexIn below settles them once the
 	// script says which job is stored). Listings skip entries of jobs that
 	// do not exist.
+	//
+	// On one Redis (a primary, with or without Sentinel) the two entries go
+	// in the script's own round trip, ahead of it: a connection's commands
+	// run in the order sent, so the script never runs without them having
+	// run first. Not on Cluster, where a pipeline is split per node and the
+	// job's node may run the script while the indexes' node failed; nor with
+	// an outbox, whose index write is checked before the script.
 	z := redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}
 	created := redis.Z{Score: float64(job.CreatedAt.UnixMilli()), Member: job.ID}
 	var index *redis.Cmd
 	var deadlineNX, createdNX *redis.IntCmd
-	cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	indexIn := func(p redis.Pipeliner) {
 		if len(outbox) > 0 {
 			index = s.indexOutboxIn(ctx, p, job.ID)
 		}
 		deadlineNX = p.ZAddNX(ctx, s.deadlineIndexKey(), z)
 		createdNX = p.ZAddNX(ctx, s.createdIndexKey(), created)
-		return nil
-	})
-	if err := cmdsErr(cmds, index); err != nil { // the index write is read by indexedScore
-		return Job{}, false, "", fmt.Errorf("index job %s: %w", job.ID, err)
 	}
-	if index != nil {
-		if _, err := s.indexedScore(ctx, index, job.ID); err != nil {
-			return Job{}, false, "", fmt.Errorf("index outbox of job %s: %w", job.ID, err)
+	_, cluster := s.rdb.(*redis.ClusterClient)
+	ahead := len(outbox) == 0 && !cluster
+	if !ahead {
+		cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			indexIn(p)
+			return nil
+		})
+		if err := cmdsErr(cmds, index); err != nil { // the index write is read by indexedScore
+			return Job{}, false, "", fmt.Errorf("index job %s: %w", job.ID, err)
+		}
+		if index != nil {
+			if _, err := s.indexedScore(ctx, index, job.ID); err != nil {
+				return Job{}, false, "", fmt.Errorf("index outbox of job %s: %w", job.ID, err)
+			}
 		}
 	}
 	args := []any{doc, string(job.Status), fingerprint, s.ttl(job, s.now()).Milliseconds(), newNonce(), len(outbox)}
 	args = appendOutboxFields(args, outbox)
-	res, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(job.ID)}, args...).Slice()
+	keys := []string{s.jobKey(job.ID)}
+	var script *redis.Cmd
+	if ahead {
+		// An entry whose reply is an error reads as not written (Val 0):
+		// the writes after the script write it again.
+		script = s.runScriptAfter(ctx, indexIn, createScript, keys, args)
+	} else {
+		script = createScript.Run(ctx, s.rdb, keys, args...)
+	}
+	res, err := script.Slice()
 	if err != nil {
 		return Job{}, false, "", fmt.Errorf("create job %s: %w", job.ID, err)
 	}
@@ -963,6 +986,22 @@ func (s *Store) runScriptAlong(ctx context.Context, script *redis.Script, keys [
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		cmd = script.EvalSha(ctx, p, keys, args...)
 		along(p)
+		return nil
+	})
+	if isNoScript(cmd.Err()) {
+		cmd = script.Run(ctx, s.rdb, keys, args...)
+	}
+	return cmd
+}
+
+// runScriptAfter is runScriptAlong with the commands before the script:
+// on one connection they run first, and a NOSCRIPT run of the script comes
+// after them too.
+func (s *Store) runScriptAfter(ctx context.Context, before func(redis.Pipeliner), script *redis.Script, keys []string, args []any) *redis.Cmd {
+	var cmd *redis.Cmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		before(p)
+		cmd = script.EvalSha(ctx, p, keys, args...)
 		return nil
 	})
 	if isNoScript(cmd.Err()) {
