@@ -168,7 +168,7 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 		args = append(args, outboxFieldPrefix+entry)
 	}
 	var releases []*redis.IntCmd
-	err = s.runScriptAlong(ctx, recordMessageScript, keys, args, func(p redis.Pipeliner) {
+	err = s.runScriptAlong(ctx, recordMessageScript, keys, args, nil, func(p redis.Pipeliner) {
 		releases = s.releaseSlotsIn(ctx, p, holder, destinations)
 	}).Err()
 	releaseErr = slotReleaseErr(destinations, releases)

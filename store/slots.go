@@ -22,8 +22,9 @@ import (
 // commands, never a multi-key one, but all in one pipeline (a Cluster client
 // splits it per node, keeping each key's commands in order), so that taking
 // and giving back a delivery's slots costs a round trip each, not one per
-// slot; none for the taking when a commit takes them (Change.Slots). Taking one is plain commands, no script: a holder adds itself first
-// and counts the live holders after, itself included.
+// slot, and the taking none when a commit takes them (Change.Slots). Taking
+// one is plain commands, no script: a holder adds itself first and counts
+// the live holders after, itself included.
 
 func (s *Store) slotsKey(destination string) string {
 	sum := sha256.Sum256([]byte(destination))

@@ -262,7 +262,7 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	if ahead {
 		// An entry whose reply is an error reads as not written (Val 0):
 		// the writes after the script write it again.
-		script = s.runScriptAfter(ctx, indexIn, createScript, keys, args)
+		script = s.runScriptAlong(ctx, createScript, keys, args, indexIn, nil)
 	} else {
 		script = createScript.Run(ctx, s.rdb, keys, args...)
 	}
@@ -721,12 +721,11 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		done := sent
 		done.committed = true
 		if taking != nil {
-			// A slot full (given back here) or a take that failed leaves
-			// the delivery to take its slots itself, or its task to.
-			var err error
-			done.slotsTaken, err = s.settleSlots(ctx, taking)
-			// Full: every slot given back already, nothing left to give.
-			done.slotsSent = done.slotsTaken || err != nil
+			// A slot full or a take that failed leaves the delivery to take
+			// its slots itself, or its task to. Full: settleSlots gave every
+			// one back already, so nothing is left to give back.
+			taken, settleErr := s.settleSlots(ctx, taking)
+			done.slotsTaken, done.slotsSent = taken, taken || settleErr != nil
 		}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
@@ -800,7 +799,7 @@ func (s *Store) runUpdate(ctx context.Context, keys []string, args []any, durabl
 			res, err := updateScript.Run(ctx, s.rdb, keys, args...).Text()
 			return res, 0, err
 		}
-		res, err := s.runScriptAlong(ctx, updateScript, keys, args, along).Text()
+		res, err := s.runScriptAlong(ctx, updateScript, keys, args, nil, along).Text()
 		return res, 0, err
 	}
 	var primary redis.Cmdable = s.rdb
@@ -977,31 +976,21 @@ func cmdsErr(cmds []redis.Cmder, bestEffort ...redis.Cmder) error {
 	return nil
 }
 
-// runScriptAlong runs script in one pipeline with the commands along
-// queues, so that both cost one round trip. A script Redis does not hold
+// runScriptAlong runs script in one pipeline with the commands before and
+// after queue (either may be nil), so that all cost one round trip; on one
+// connection they run in that order. A script Redis does not hold
 // (NOSCRIPT: a restart, SCRIPT FLUSH) is run again the plain way, which
-// loads it; along's commands ran either way.
-func (s *Store) runScriptAlong(ctx context.Context, script *redis.Script, keys []string, args []any, along func(redis.Pipeliner)) *redis.Cmd {
+// loads it, after both; their commands ran either way.
+func (s *Store) runScriptAlong(ctx context.Context, script *redis.Script, keys []string, args []any, before, after func(redis.Pipeliner)) *redis.Cmd {
 	var cmd *redis.Cmd
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if before != nil {
+			before(p)
+		}
 		cmd = script.EvalSha(ctx, p, keys, args...)
-		along(p)
-		return nil
-	})
-	if isNoScript(cmd.Err()) {
-		cmd = script.Run(ctx, s.rdb, keys, args...)
-	}
-	return cmd
-}
-
-// runScriptAfter is runScriptAlong with the commands before the script:
-// on one connection they run first, and a NOSCRIPT run of the script comes
-// after them too.
-func (s *Store) runScriptAfter(ctx context.Context, before func(redis.Pipeliner), script *redis.Script, keys []string, args []any) *redis.Cmd {
-	var cmd *redis.Cmd
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		before(p)
-		cmd = script.EvalSha(ctx, p, keys, args...)
+		if after != nil {
+			after(p)
+		}
 		return nil
 	})
 	if isNoScript(cmd.Err()) {
