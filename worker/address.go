@@ -111,8 +111,7 @@ func (h *Handlers) inlineSlots(ctx context.Context, j *store.Job, change store.C
 		return nil
 	}
 	ev := change.Events[0]
-	id := jobDelivery(j.ID, ev.ID, ev.Type).TaskID()
-	if !slices.ContainsFunc(change.Outbox, func(e store.OutboxEntry) bool { return e.ID == id }) {
+	if _, ok := jobEntry(j.ID, ev.ID, ev.Type, change.Outbox); !ok {
 		return nil
 	}
 	dest, reason, err := h.resolve(ctx, *j, tasks.DestinationJob) // no store read for the job's own URL
@@ -130,15 +129,22 @@ func (h *Handlers) inlineSlots(ctx context.Context, j *store.Job, change store.C
 	}
 	take := &store.SlotTake{Holder: holder, Lease: h.slotLease()}
 	for _, sl := range h.firstSlots(target, j.ID, tasks.DestinationJob) {
-		take.Slots = append(take.Slots, store.Slot{Destination: sl.key, Limit: sl.limit})
+		take.Slots = append(take.Slots, sl.storeSlot())
 	}
 	return take
 }
 
-// inlineHolder names the holder of an inline attempt's slots.
+// inlineHolder names the holder of an inline attempt's slots;
+// isInlineHolder tells one of message msgID's.
 func inlineHolder(msgID string, now time.Time) string {
-	return "inline:" + msgID + "#" + fmt.Sprint(now.UnixNano())
+	return inlineHolderPrefix(msgID) + fmt.Sprint(now.UnixNano())
 }
+
+func isInlineHolder(holder, msgID string) bool {
+	return strings.HasPrefix(holder, inlineHolderPrefix(msgID))
+}
+
+func inlineHolderPrefix(msgID string) string { return "inline:" + msgID + "#" }
 
 // comesBack reports whether the running task runs again should this run
 // die before its flush: asynq re-runs a task that crashed, lost its lease
@@ -169,8 +175,7 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	var inline []store.CommittedEvent
 	inlineEntries := map[string]bool{}
 	for _, ev := range c.Events {
-		id := jobDelivery(job.ID, ev.ID, ev.Type).TaskID()
-		if slices.ContainsFunc(c.Outbox, func(e store.OutboxEntry) bool { return e.ID == id }) {
+		if id, ok := jobEntry(job.ID, ev.ID, ev.Type, c.Outbox); ok {
 			inline = append(inline, ev)
 			inlineEntries[id] = true
 		}
@@ -188,7 +193,7 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 	for _, ev := range inline {
 		p := jobDelivery(job.ID, ev.ID, ev.Type)
 		var slots *slotSet
-		if taken != nil && strings.HasPrefix(taken.Holder, "inline:"+store.MessageID(ev.ID, tasks.DestinationJob)+"#") {
+		if taken != nil && isInlineHolder(taken.Holder, store.MessageID(ev.ID, tasks.DestinationJob)) {
 			slots, taken = h.heldSlots(taken), nil
 		}
 		outcome, retryAfter, recorded := h.deliverInline(ctx, log, job, ev, p.TaskID(), ahead, slots)
@@ -228,6 +233,14 @@ func (h *Handlers) flushDelivering(ctx context.Context, log *zap.Logger, job sto
 // jobDelivery is the delivery task of an event to the job's own webhook_url.
 func jobDelivery(jobID, eventID string, eventType store.EventType) tasks.DeliverWebhook {
 	return tasks.DeliverWebhook{JobID: jobID, EventID: eventID, EventType: string(eventType), Destination: tasks.DestinationJob}
+}
+
+// jobEntry is the id of the outbox entry of an event's delivery to the
+// job's own webhook_url, and whether outbox holds it: whether the event
+// goes there at all, and so whether it is sent inline.
+func jobEntry(jobID, eventID string, eventType store.EventType, outbox []store.OutboxEntry) (string, bool) {
+	id := jobDelivery(jobID, eventID, eventType).TaskID()
+	return id, slices.ContainsFunc(outbox, func(e store.OutboxEntry) bool { return e.ID == id })
 }
 
 // enqueueAhead enqueues the entries of c but those inline attempts may make

@@ -50,6 +50,9 @@ type slot struct {
 	limit int
 }
 
+// storeSlot is the slot as the store takes it.
+func (sl slot) storeSlot() store.Slot { return store.Slot{Destination: sl.key, Limit: sl.limit} }
+
 // jobSlot, domainSlot and addrSlot are the slots of a delivery.
 func (h *Handlers) jobSlot(jobID string) slot {
 	return slot{key: "job:" + jobID, limit: h.webhooks.PerJob}
@@ -111,7 +114,7 @@ func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (boo
 			continue // one key counts once (an IP literal's domain slot is its address's)
 		}
 		s.held = append(s.held, sl.key)
-		want = append(want, store.Slot{Destination: sl.key, Limit: sl.limit})
+		want = append(want, sl.storeSlot())
 	}
 	ok, err := s.h.store.AcquireSlots(ctx, s.holder, s.lease, want)
 	switch {
