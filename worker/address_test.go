@@ -149,6 +149,17 @@ func TestOnlyALastRetryIndexesItsOutbox(t *testing.T) {
 	}
 }
 
+// inlineAnswers are what a receiver answers an inline attempt, one of
+// each outcome: delivered, failed (its task retries), refused for good.
+var inlineAnswers = []struct {
+	name   string
+	status int
+}{
+	{"delivered inline", http.StatusOK},
+	{"failed inline, retried by its task", http.StatusServiceUnavailable},
+	{"refused for good inline", http.StatusGone},
+}
+
 // TestTheNextPollGoesAheadOfTheInlineWebhook: the commit that records the
 // accepted preview enqueues its next poll before the accepted webhook's
 // inline attempt, and acknowledges the poll's outbox entry with that
@@ -156,15 +167,7 @@ func TestOnlyALastRetryIndexesItsOutbox(t *testing.T) {
 // way the job's poll chain goes on to its end and no entry is left behind,
 // whatever the receiver answers.
 func TestTheNextPollGoesAheadOfTheInlineWebhook(t *testing.T) {
-	tests := []struct {
-		name   string
-		status int
-	}{
-		{"delivered inline", http.StatusOK},
-		{"failed inline, retried by its task", http.StatusServiceUnavailable},
-		{"refused for good inline", http.StatusGone},
-	}
-	for _, tt := range tests {
+	for _, tt := range inlineAnswers {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
@@ -193,15 +196,7 @@ func TestTheNextPollGoesAheadOfTheInlineWebhook(t *testing.T) {
 // the receiver answered. A slot left held would keep its set until its
 // lease ended, 40 s on.
 func TestInlineAttemptsLeaveNoSlotHeld(t *testing.T) {
-	tests := []struct {
-		name   string
-		status int
-	}{
-		{"delivered inline", http.StatusOK},
-		{"failed inline", http.StatusServiceUnavailable},
-		{"refused for good inline", http.StatusGone},
-	}
-	for _, tt := range tests {
+	for _, tt := range inlineAnswers {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
