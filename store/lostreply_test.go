@@ -60,3 +60,48 @@ func TestLostRepliesAreRecognised(t *testing.T) {
 		t.Fatalf("history has the change %d times (stored %d entries, returned %d; %v), want once", notes, len(stored.History), len(got.History), err)
 	}
 }
+
+// TestLostCommitReplyKeepsItsSeat: a commit that takes its inline
+// delivery's seat, re-sent by go-redis after its reply was lost, finds
+// itself in the job's seat (the script's "ok-again:seat") and reports the
+// slots held: the writer neither gives them back nor takes a second seat.
+func TestLostCommitReplyKeepsItsSeat(t *testing.T) {
+	t.Parallel()
+	s, proxy, r := lossyStore(t)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	// A first commit loads the script, so that the lost one runs by its
+	// hash and go-redis re-sends that very run.
+	if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		j.Note(now, "loads the script")
+		return store.Change{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	take := &store.SlotTake{Holder: "inline:lost-seat-holder#1", Lease: time.Minute,
+		Slots: []store.Slot{store.JobSlot(job.ID, 1), {Destination: "domain:lost-seat.example", Limit: 1}}}
+	proxy.LoseReplyTo("lost-seat-holder")
+	calls := 0
+	_, c, err := s.UpdateCommitted(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		calls++
+		j.Note(now, "with a seat")
+		return store.Change{Slots: take}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proxy.Lost() != 1 {
+		t.Fatalf("the proxy lost %d replies, want 1: the fault was not injected", proxy.Lost())
+	}
+	if calls != 1 || c.Slots == nil {
+		t.Fatalf("update ran %d times, Committed.Slots %+v; want once, held", calls, c.Slots)
+	}
+	for _, sl := range take.Slots {
+		if got := slotHolders(t, s, r.Client, sl.Destination); len(got) != 1 || got[take.Holder] == 0 {
+			t.Errorf("%s holds %v, want the writer once", sl.Destination, got)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -149,12 +150,13 @@ func (rec messageRecord) message(jobID string) (m Message, found bool, err error
 // owns a pending message writes it this way (one writer at a time); writes
 // that may race others go through UpdateMessage.
 func (s *Store) SaveMessage(ctx context.Context, jobID string, m Message) error {
-	return s.writeMessage(ctx, recordMessageScript, "save", jobID, m)
+	return s.writeMessage(ctx, recordMessageScript, "save", jobID, m, "") // no seat to give back
 }
 
 // SaveMessageReleasing is SaveMessage for a delivery that still holds its
 // slots: holder's slots of destinations are given back (ReleaseSlots) in
-// the same round trip, so that the attempt's last two writes cost one.
+// the same round trip, so that the attempt's last two writes cost one; the
+// job's own seat (JobSlot) in the save's script itself.
 // The job's outbox entries named in acks (the task the record makes
 // needless, or tasks already enqueued) are acknowledged atomically with
 // the save. It returns the save's error and the release's apart: they are
@@ -164,10 +166,16 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 	if err != nil {
 		return err, s.ReleaseSlots(ctx, holder, destinations)
 	}
+	seat := ""
+	if i := slices.Index(destinations, JobSlot(jobID, 0).Destination); i >= 0 {
+		seat = holder
+		destinations = slices.Delete(slices.Clone(destinations), i, i+1)
+	}
+	args = append(args, seat)
 	for _, entry := range acks {
 		args = append(args, outboxFieldPrefix+entry)
 	}
-	var releases []*redis.IntCmd
+	var releases []redis.Cmder
 	err = s.runScriptAlong(ctx, recordMessageScript, keys, args, nil, func(p redis.Pipeliner) {
 		releases = s.releaseSlotsIn(ctx, p, holder, destinations)
 	}).Err()
@@ -180,11 +188,12 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 
 // writeMessage runs a script that writes a message record beside its job,
 // expiring with it.
-func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobID string, m Message) error {
+func (s *Store) writeMessage(ctx context.Context, script *redis.Script, op, jobID string, m Message, extra ...any) error {
 	keys, args, err := s.messageWrite(jobID, m)
 	if err != nil {
 		return err
 	}
+	args = append(args, extra...)
 	if err := script.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("%s message %s of job %s: %w", op, m.ID, jobID, err)
 	}

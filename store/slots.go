@@ -3,10 +3,12 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +27,40 @@ import (
 // slot, and the taking none when a commit takes them (Change.Slots). Taking
 // one is plain commands, no script: a holder adds itself first and counts
 // the live holders after, itself included.
+//
+// A job's own slot (JobSlot: deliveries to its webhook_url) is the
+// exception: its holders are a field of the job's hash (lua/seats.lua),
+// so that the commit that makes an event takes its inline attempt's seat
+// in the HMGET and HSET it runs anyway (Change.Slots), and the record that
+// attempt saves gives it back in its own script (SaveMessageReleasing):
+// no commands of its own. Elsewhere it is taken and given back by a script
+// on the job's hash, in the same pipelines as the other slots.
+
+var (
+	//go:embed lua/seats.lua
+	seatsSource string
+	//go:embed lua/take_seat.lua
+	takeSeatSource string
+	//go:embed lua/release_seat.lua
+	releaseSeatSource string
+
+	takeSeatScript    = redis.NewScript(seatsSource + takeSeatSource)
+	releaseSeatScript = redis.NewScript(seatsSource + releaseSeatSource)
+)
+
+// jobSlotPrefix begins the destination of a job's own slot.
+const jobSlotPrefix = "job:"
+
+// JobSlot is the slot of deliveries to job jobID's own webhook_url: limit
+// at once, across every worker.
+func JobSlot(jobID string, limit int) Slot {
+	return Slot{Destination: jobSlotPrefix + jobID, Limit: limit}
+}
+
+// slotJob is the job whose own slot destination is (JobSlot), if it is one.
+func slotJob(destination string) (string, bool) {
+	return strings.CutPrefix(destination, jobSlotPrefix)
+}
 
 func (s *Store) slotsKey(destination string) string {
 	sum := sha256.Sum256([]byte(destination))
@@ -65,14 +101,25 @@ func (s *Store) AcquireSlots(ctx context.Context, holder string, lease time.Dura
 		return true, nil
 	}
 	var taking *slotTaking
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		taking = s.takeSlotsIn(ctx, p, holder, lease, slots)
 		return nil
 	})
-	if err != nil {
+	if err := errBesidesNoScript(cmds); err != nil {
 		return false, fmt.Errorf("acquire %d delivery slots: %w", len(slots), err)
 	}
-	return s.settleSlots(ctx, taking)
+	return s.settleSlots(ctx, taking) // a seat's NOSCRIPT is run again there
+}
+
+// errBesidesNoScript is the first error of a pipeline's commands but a
+// script's NOSCRIPT, which its reader runs again the plain way.
+func errBesidesNoScript(cmds []redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !isNoScript(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 // slotTaking is a take of slots queued in a pipeline (takeSlotsIn), whose
@@ -82,7 +129,11 @@ type slotTaking struct {
 	slots  []Slot
 	keys   []string
 	live   []*redis.IntCmd
-	nowMS  string
+	// seats holds, at a job slot's index, its take_seat.lua (nil elsewhere),
+	// with its arguments for a plain re-run after NOSCRIPT.
+	seats   []*redis.Cmd
+	seatArg [][]any
+	nowMS   string
 }
 
 // takeSlotsIn queues AcquireSlots's commands in a pipeline.
@@ -90,8 +141,14 @@ func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder strin
 	now := s.now()
 	ends := now.Add(lease)
 	t := &slotTaking{holder: holder, slots: slots, keys: make([]string, len(slots)), live: make([]*redis.IntCmd, len(slots)),
-		nowMS: strconv.FormatInt(now.UnixMilli(), 10)}
+		seats: make([]*redis.Cmd, len(slots)), seatArg: make([][]any, len(slots)), nowMS: strconv.FormatInt(now.UnixMilli(), 10)}
 	for i, sl := range slots {
+		if jobID, ok := slotJob(sl.Destination); ok {
+			t.keys[i] = s.jobKey(jobID)
+			t.seatArg[i] = []any{holder, ends.UnixMilli(), t.nowMS, sl.Limit}
+			t.seats[i] = takeSeatScript.EvalSha(ctx, p, []string{t.keys[i]}, t.seatArg[i]...)
+			continue
+		}
 		key := s.slotsKey(sl.Destination)
 		t.keys[i] = key
 		p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
@@ -109,6 +166,18 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 	busy := make([]bool, len(t.live))
 	full := false
 	for i, n := range t.live {
+		if seat := t.seats[i]; seat != nil {
+			if isNoScript(seat.Err()) {
+				seat = takeSeatScript.Run(ctx, s.rdb, []string{t.keys[i]}, t.seatArg[i]...)
+			}
+			taken, err := seat.Int()
+			if err != nil {
+				return false, fmt.Errorf("acquire delivery slot %s: %w", t.slots[i].Destination, err)
+			}
+			busy[i] = taken == 0
+			full = full || busy[i]
+			continue
+		}
 		if n.Err() != nil {
 			return false, fmt.Errorf("acquire delivery slot %s: %w", t.slots[i].Destination, n.Err())
 		}
@@ -120,9 +189,16 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, key := range t.keys {
-			p.ZRem(ctx, key, t.holder)
-			if busy[i] {
+			switch {
+			case t.seats[i] != nil:
+				if !busy[i] {
+					releaseSeatScript.Eval(ctx, p, []string{key}, t.holder)
+				}
+			case busy[i]:
+				p.ZRem(ctx, key, t.holder)
 				p.ZRemRangeByScore(ctx, key, "-inf", t.nowMS)
+			default:
+				p.ZRem(ctx, key, t.holder)
 			}
 		}
 		return nil
@@ -139,7 +215,7 @@ func (s *Store) ReleaseSlots(ctx context.Context, holder string, destinations []
 	if len(destinations) == 0 {
 		return nil
 	}
-	var releases []*redis.IntCmd
+	var releases []redis.Cmder
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		releases = s.releaseSlotsIn(ctx, p, holder, destinations)
 		return nil
@@ -154,10 +230,16 @@ func (s *Store) ReleaseSlots(ctx context.Context, holder string, destinations []
 }
 
 // releaseSlotsIn queues the release of holder's slots of destinations in a
-// pipeline; slotReleaseErr reads the replies.
-func (s *Store) releaseSlotsIn(ctx context.Context, p redis.Pipeliner, holder string, destinations []string) []*redis.IntCmd {
-	releases := make([]*redis.IntCmd, len(destinations))
+// pipeline; slotReleaseErr reads the replies. A job's seat is given back
+// by its script sent whole (EVAL, never NOSCRIPT): the usual release of a
+// seat rides a record's save instead (SaveMessageReleasing).
+func (s *Store) releaseSlotsIn(ctx context.Context, p redis.Pipeliner, holder string, destinations []string) []redis.Cmder {
+	releases := make([]redis.Cmder, len(destinations))
 	for i, d := range destinations {
+		if jobID, ok := slotJob(d); ok {
+			releases[i] = releaseSeatScript.Eval(ctx, p, []string{s.jobKey(jobID)}, holder)
+			continue
+		}
 		releases[i] = p.ZRem(ctx, s.slotsKey(d), holder)
 	}
 	return releases
@@ -165,7 +247,7 @@ func (s *Store) releaseSlotsIn(ctx context.Context, p redis.Pipeliner, holder st
 
 // slotReleaseErr is the error of the releases releaseSlotsIn queued, naming
 // each destination whose slot was not given back; nil when all were.
-func slotReleaseErr(destinations []string, releases []*redis.IntCmd) error {
+func slotReleaseErr(destinations []string, releases []redis.Cmder) error {
 	var errs []error
 	for i, r := range releases {
 		if r.Err() != nil {

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,8 +20,9 @@ func TestSlotsTakenWithTheCommit(t *testing.T) {
 	errRefused := errors.New("refused on the fresh read")
 	tests := []struct {
 		name string
-		// fullDomain: another holder has the domain slot's one place.
-		fullDomain bool
+		// fullDomain: another holder has the domain slot's one place;
+		// fullJob: the job's own seat.
+		fullDomain, fullJob bool
 		// meanwhile: another writer changed the job after the read, so the
 		// first attempt loses; onFresh is the next attempt's change.
 		meanwhile bool
@@ -30,6 +32,7 @@ func TestSlotsTakenWithTheCommit(t *testing.T) {
 	}{
 		{name: "room in every slot", wantHeld: true},
 		{name: "a slot full", fullDomain: true},
+		{name: "the job's seat full", fullJob: true},
 		{name: "lost, then taken again and committed", meanwhile: true, wantHeld: true},
 		{name: "lost, then no change", meanwhile: true, onFresh: func(*store.Job, time.Time) (store.Change, error) {
 			return store.Change{}, store.ErrNoChange
@@ -45,9 +48,16 @@ func TestSlotsTakenWithTheCommit(t *testing.T) {
 			ctx := context.Background()
 			job, seen := seenJob(t, s, tt.meanwhile)
 			domain := store.Slot{Destination: "domain:example.com", Limit: 1}
-			jobSlot := store.Slot{Destination: "job:" + job.ID, Limit: 1}
+			jobSlot := store.JobSlot(job.ID, 1)
+			var filled []store.Slot
 			if tt.fullDomain {
-				if ok, err := s.AcquireSlots(ctx, "someone-else", time.Minute, []store.Slot{domain}); err != nil || !ok {
+				filled = append(filled, domain)
+			}
+			if tt.fullJob {
+				filled = append(filled, jobSlot)
+			}
+			for _, sl := range filled {
+				if ok, err := s.AcquireSlots(ctx, "someone-else", time.Minute, []store.Slot{sl}); err != nil || !ok {
 					t.Fatal(ok, err)
 				}
 			}
@@ -67,20 +77,22 @@ func TestSlotsTakenWithTheCommit(t *testing.T) {
 			if (c.Slots != nil) != tt.wantHeld {
 				t.Fatalf("Committed.Slots = %+v, want held %v", c.Slots, tt.wantHeld)
 			}
-			// The job's slot has one place: another holder gets it only
-			// if this writer does not hold it.
-			other, err := s.AcquireSlots(ctx, "probe", time.Minute, []store.Slot{jobSlot})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if other == tt.wantHeld {
-				t.Errorf("another holder took the job's slot: %v; want %v (the writer holds it: %v)", other, !tt.wantHeld, tt.wantHeld)
+			// Each slot has one place: another holder gets it only if
+			// neither this writer nor the one that filled it holds it.
+			for _, sl := range []store.Slot{domain, jobSlot} {
+				other, err := s.AcquireSlots(ctx, "probe", time.Minute, []store.Slot{sl})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := !tt.wantHeld && !slices.Contains(filled, sl); other != want {
+					t.Errorf("another holder took %s: %v; want %v (the writer holds it: %v)", sl.Destination, other, want, tt.wantHeld)
+				}
+				if err := s.ReleaseSlots(ctx, "probe", []string{sl.Destination}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if !tt.wantHeld {
 				return
-			}
-			if ok, _ := s.AcquireSlots(ctx, "probe", time.Minute, []store.Slot{domain}); ok {
-				t.Error("another holder took the domain slot the writer holds")
 			}
 			if err := s.ReleaseSlots(ctx, take.Holder, []string{domain.Destination, jobSlot.Destination}); err != nil {
 				t.Fatal(err)

@@ -2,6 +2,10 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,9 +18,13 @@ import (
 const slotLease = time.Minute
 
 // slotHolders reads destination's slot set as Redis holds it: each
-// holder's lease expiry in Unix milliseconds.
+// holder's lease expiry in Unix milliseconds. A job's own slot is the
+// seats field of its hash.
 func slotHolders(t *testing.T, s *store.Store, rdb redis.UniversalClient, destination string) map[string]int64 {
 	t.Helper()
+	if jobID, ok := strings.CutPrefix(destination, "job:"); ok {
+		return jobSeats(t, s, rdb, jobID)
+	}
 	zs, err := rdb.ZRangeWithScores(context.Background(), s.SlotsKey(destination), 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -28,6 +36,29 @@ func slotHolders(t *testing.T, s *store.Store, rdb redis.UniversalClient, destin
 	return out
 }
 
+// jobSeats reads a job's seats field as Redis holds it ("<lease end ms>
+// <holder>" a line): each holder's lease end.
+func jobSeats(t *testing.T, s *store.Store, rdb redis.UniversalClient, jobID string) map[string]int64 {
+	t.Helper()
+	raw, err := rdb.HGet(context.Background(), s.KeysOf(jobID)[0], "sl").Result()
+	if errors.Is(err, redis.Nil) {
+		return map[string]int64{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(raw, "\n") {
+		ends, holder, ok := strings.Cut(line, " ")
+		n, err := strconv.ParseInt(ends, 10, 64)
+		if !ok || err != nil {
+			t.Fatalf("job %s seat %q: want \"<lease end ms> <holder>\"", jobID, line)
+		}
+		out[holder] = n
+	}
+	return out
+}
+
 // TestAcquireSlots: a delivery's slots are taken in one call, each against
 // its own limit; with one over its limit, every one is given back at once
 // and the full set swept of the holders whose lease ended; a holder
@@ -35,7 +66,8 @@ func slotHolders(t *testing.T, s *store.Store, rdb redis.UniversalClient, destin
 // lost); a holder whose lease ended no longer counts; every set that holds
 // anyone expires no sooner than its newest lease; and ReleaseSlots gives
 // back every one, held or not, leaving the other holders alone. Judged from
-// the sorted sets in Redis.
+// the sorted sets in Redis, and for the job's own slot ("job:a", the job
+// the case creates) from its hash's seats field.
 func TestAcquireSlots(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -124,6 +156,19 @@ func TestAcquireSlots(t *testing.T) {
 			ctx := context.Background()
 			clock := testutil.NewClock(time.Now())
 			s, r := newStore(t, clock.Now)
+			job := newJob(clock.Now())
+			if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+				t.Fatal(err)
+			}
+			ofJob := func(d string) string { return strings.Replace(d, "job:a", "job:"+job.ID, 1) }
+			tc.slots = slices.Clone(tc.slots)
+			for i := range tc.slots {
+				tc.slots[i].Destination = ofJob(tc.slots[i].Destination)
+			}
+			tc.held = slices.Clone(tc.held)
+			for i, d := range tc.held {
+				tc.held[i] = ofJob(d)
+			}
 			for dest, holders := range tc.others {
 				key := s.SlotsKey(dest)
 				// Not sooner than 30s on, though: a set whose holders have
@@ -190,8 +235,8 @@ func TestAcquireSlots(t *testing.T) {
 				if live > sl.Limit {
 					t.Errorf("%s has %d live holders, over its limit %d: %v", sl.Destination, live, sl.Limit, got)
 				}
-				if len(got) == 0 {
-					continue
+				if _, seat := strings.CutPrefix(sl.Destination, "job:"); len(got) == 0 || seat {
+					continue // a job's seats live as long as its hash
 				}
 				// The set must outlive every lease in it: one that expired
 				// sooner would free its holders' slots while they run.
@@ -224,6 +269,29 @@ func TestAcquireSlots(t *testing.T) {
 	}
 }
 
+// TestJobSlotOfAJobGone: the seat of a job that no longer exists (past its
+// retention) is there to take, and taking it writes nothing: no hash is
+// left behind without an expiry.
+func TestJobSlotOfAJobGone(t *testing.T) {
+	t.Parallel()
+	s, r := newStore(t, nil)
+	ctx := context.Background()
+	gone := newJob(time.Now()).ID
+	ok, err := s.AcquireSlots(ctx, "holder", slotLease, []store.Slot{store.JobSlot(gone, 1)})
+	if err != nil || !ok {
+		t.Fatalf("AcquireSlots = %v, %v; want taken", ok, err)
+	}
+	if n, err := r.Client.Exists(ctx, s.KeysOf(gone)[0]).Result(); err != nil || n != 0 {
+		t.Errorf("the job's hash exists (%d, %v) after taking the seat of a job gone", n, err)
+	}
+	if err := s.ReleaseSlots(ctx, "holder", []string{store.JobSlot(gone, 1).Destination}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Client.Exists(ctx, s.KeysOf(gone)[0]).Result(); err != nil || n != 0 {
+		t.Errorf("the job's hash exists (%d, %v) after giving the seat back", n, err)
+	}
+}
+
 // TestAcquireSlotsLostReply: a pipeline whose reply is lost for real is
 // re-sent by go-redis; the re-sent run finds the holder in the slots its
 // first run took (the last free one among them) and reports them taken.
@@ -232,7 +300,11 @@ func TestAcquireSlotsLostReply(t *testing.T) {
 	s, proxy, r := lossyStore(t)
 	ctx := context.Background()
 	direct := store.New(r.Client, store.Options{Namespace: r.Namespace, Retention: time.Hour})
-	slots := []store.Slot{{Destination: "job:lost", Limit: 1}, {Destination: "domain:lost.example", Limit: 1}}
+	job := newJob(time.Now())
+	if _, _, _, err := direct.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	slots := []store.Slot{store.JobSlot(job.ID, 1), {Destination: "domain:lost.example", Limit: 1}}
 
 	proxy.LoseReplyTo("lost-reply-holder")
 	ok, err := s.AcquireSlots(ctx, "lost-reply-holder", slotLease, slots)
@@ -266,7 +338,7 @@ func TestSaveMessageReleasing(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		slots := []store.Slot{{Destination: "job:" + job.ID, Limit: 2}, {Destination: "addr:" + job.ID, Limit: 2}}
+		slots := []store.Slot{store.JobSlot(job.ID, 2), {Destination: "addr:" + job.ID, Limit: 2}}
 		for _, holder := range []string{"mine", "other"} {
 			if ok, err := s.AcquireSlots(ctx, holder, slotLease, slots); err != nil || !ok {
 				t.Fatalf("AcquireSlots(%s) = %v, %v", holder, ok, err)
@@ -290,6 +362,14 @@ func TestSaveMessageReleasing(t *testing.T) {
 			if _, ok := holders["mine"]; ok || len(holders) != 1 {
 				t.Errorf("scripts flushed %v: %s holders %v, want only the other", flushScripts, sl.Destination, holders)
 			}
+		}
+		// The last seat given back leaves no seats field.
+		m.Status = store.MessageFailed
+		if saveErr, releaseErr := s.SaveMessageReleasing(ctx, job.ID, m, nil, "other", []string{slots[0].Destination, slots[1].Destination}); saveErr != nil || releaseErr != nil {
+			t.Fatalf("scripts flushed %v: SaveMessageReleasing(other) = %v, %v", flushScripts, saveErr, releaseErr)
+		}
+		if in, err := r.Client.HExists(ctx, s.KeysOf(job.ID)[0], "sl").Result(); err != nil || in {
+			t.Errorf("scripts flushed %v: the job's seats field is there (%v, %v) with no seat held", flushScripts, in, err)
 		}
 		if ob, err := s.Outbox(ctx, job.ID); err != nil || len(ob) != 1 || ob[0].ID != "webhook:other" {
 			t.Errorf("scripts flushed %v: outbox %v, %v; want only the entry not acknowledged", flushScripts, ob, err)

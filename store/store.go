@@ -193,8 +193,8 @@ var (
 	createMessageSource string
 
 	createScript        = redis.NewScript(createSource)
-	updateScript        = redis.NewScript(updateSource)
-	recordMessageScript = redis.NewScript(recordMessageSource)
+	updateScript        = redis.NewScript(seatsSource + updateSource)
+	recordMessageScript = redis.NewScript(seatsSource + recordMessageSource)
 	zremIfScoreScript   = redis.NewScript(zremIfScoreSource)
 	createMessageScript = redis.NewScript(createMessageSource)
 )
@@ -677,6 +677,9 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		}
 		args = append(args, field, legacy, raw)
 	}
+	durable := change.Durable && s.minReplicas > 0
+	seat, others := s.splitSeat(j.ID, change.Slots, durable)
+	args = append(args, seat...)
 	if err := s.prepareCommit(ctx, j.ID, change); err != nil {
 		return commitResult{}, err
 	}
@@ -693,19 +696,19 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 	// every listing write.
 	//
 	// The slots of the delivery the writer makes next go along the same
-	// way (Change.Slots); UpdateFrom gives them back unless the commit
-	// landed and took them all.
-	durable := change.Durable && s.minReplicas > 0
+	// way (Change.Slots), the job's own seat in the script itself;
+	// UpdateFrom gives them back unless the commit landed and took them
+	// all.
 	sent := commitResult{listed: j.Status != before && !durable, slotsSent: change.Slots != nil && !durable}
 	var along func(redis.Pipeliner)
 	var taking *slotTaking
-	if sent.listed || sent.slotsSent {
+	if sent.listed || len(others) > 0 {
 		along = func(p redis.Pipeliner) {
 			if sent.listed {
 				s.indexListingIn(ctx, p, j, before, false)
 			}
-			if sent.slotsSent {
-				taking = s.takeSlotsIn(ctx, p, change.Slots.Holder, change.Slots.Lease, change.Slots.Slots)
+			if len(others) > 0 {
+				taking = s.takeSlotsIn(ctx, p, change.Slots.Holder, change.Slots.Lease, others)
 			}
 		}
 	}
@@ -715,17 +718,26 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		// is harmless when the commit landed after all).
 		return sent, fmt.Errorf("update job %s: %w", j.ID, err)
 	}
+	res, seatReply, seatAsked := strings.Cut(res, ":")
 	switch res {
 	case "ok", "ok-again":
 		// "ok-again": a re-run recognised by its nonce after a lost reply.
 		done := sent
 		done.committed = true
-		if taking != nil {
+		if sent.slotsSent {
 			// A slot full or a take that failed leaves the delivery to take
 			// its slots itself, or its task to. Full: settleSlots gave every
-			// one back already, so nothing is left to give back.
-			taken, settleErr := s.settleSlots(ctx, taking)
-			done.slotsTaken, done.slotsSent = taken, taken || settleErr != nil
+			// other one back already; what may still be held, UpdateFrom
+			// gives back.
+			seated := seatAsked && seatReply == "seat"
+			taken, mayHold := true, seated
+			if taking != nil {
+				var settleErr error
+				taken, settleErr = s.settleSlots(ctx, taking)
+				mayHold = mayHold || taken || settleErr != nil
+			}
+			done.slotsTaken = taken && (seated || !seatAsked)
+			done.slotsSent = mayHold
 		}
 		if change.Durable && replicas < s.minReplicas {
 			return done, fmt.Errorf("job %s: %d of %d replicas within %s: %w", j.ID, replicas, s.minReplicas, s.replicaTimeout, ErrNotReplicated)
@@ -739,6 +751,26 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 		return sent, fmt.Errorf("job %s to %s: %w", j.ID, j.Status, ErrIllegalTransition)
 	}
 	return commitResult{slotsSent: sent.slotsSent}, fmt.Errorf("update job %s: unexpected script reply %q", j.ID, res)
+}
+
+// splitSeat returns the update script's last arguments, the job's own
+// seat among slots taken in the commit (seats.lua: holder, lease end, now,
+// limit; a holder of '' when there is none), and the other slots, to take
+// along in its pipeline. A durable commit takes none.
+func (s *Store) splitSeat(jobID string, take *SlotTake, durable bool) (seat []any, others []Slot) {
+	seat = []any{"", 0, 0, 0}
+	if take == nil || durable {
+		return seat, nil
+	}
+	for _, sl := range take.Slots {
+		if id, ok := slotJob(sl.Destination); ok && id == jobID {
+			now := s.now()
+			seat = []any{take.Holder, now.Add(take.Lease).UnixMilli(), now.UnixMilli(), sl.Limit}
+			continue
+		}
+		others = append(others, sl)
+	}
+	return seat, others
 }
 
 // prepareCommit writes, before a commit, the cross-job entries that must

@@ -55,7 +55,8 @@ func (sl slot) storeSlot() store.Slot { return store.Slot{Destination: sl.key, L
 
 // jobSlot, domainSlot and addrSlot are the slots of a delivery.
 func (h *Handlers) jobSlot(jobID string) slot {
-	return slot{key: "job:" + jobID, limit: h.webhooks.PerJob}
+	sl := store.JobSlot(jobID, h.webhooks.PerJob) // kept in the job's own hash
+	return slot{key: sl.Destination, limit: sl.Limit}
 }
 
 // An IP literal has no domain: its domain slot is its address and port,

@@ -1,7 +1,11 @@
 -- Save a webhook message's delivery record, expiring with its job.
 -- KEYS[1] messages hash, KEYS[2] job hash
 -- ARGV: field, legacy_field ('' = none), record, fallback_ttl_ms,
---       outbox_field... (none or more; '' = none)
+--       seat_holder ('' = none), outbox_field... (none or more; '' = none)
+--
+-- seat_holder gives back that holder's seat of the job's delivery seats
+-- (seats.lua), the attempt's the record is of: in the HDEL of the outbox
+-- fields when it was the last seat held.
 --
 -- The outbox fields are job outbox entries acknowledged with the record:
 -- the entry of the message's delivery task, which the record makes
@@ -21,9 +25,20 @@
 -- record be one an earlier version stored under the message's full id
 -- (legacy_field): it moves to the field, in this same run.
 local acks = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if ARGV[i] ~= '' then
     acks[#acks + 1] = ARGV[i]
+  end
+end
+if ARGV[5] ~= '' then
+  local raw = redis.call('HGET', KEYS[2], 'sl')
+  if raw then
+    local seats = seats_release(raw, ARGV[5])
+    if seats == '' then
+      acks[#acks + 1] = 'sl'
+    elseif seats ~= raw then
+      redis.call('HSET', KEYS[2], 'sl', seats)
+    end
   end
 end
 if #acks > 0 then

@@ -16,19 +16,34 @@
 -- ARGV: version, status, doc, ttl_ms, nonce, has_events_hash, expire_job,
 --       n_events, (event_id, body) * n_events,
 --       n_outbox, (entry_field, data) * n_outbox,
---       n_messages, (field, legacy_field, record) * n_messages
+--       n_messages, (field, legacy_field, record) * n_messages,
+--       seat_holder, seat_lease_end_ms, now_ms, seat_limit
 -- Reply: 'ok', 'ok-again' (a re-run recognised by its nonce), or
--- 'conflict', 'notfound', 'illegal'.
+-- 'conflict', 'notfound', 'illegal'. When seat_holder is not '' (the
+-- writer's inline delivery asks for one of the job's delivery seats,
+-- seats.lua), 'ok' and 'ok-again' end in ':seat' when the holder holds one
+-- after the commit, ':busy' when every seat was held by others; the seat
+-- is taken in the commit's own HSET, and only if the commit lands.
 local rank = {queued = 0, requesting = 1, generating = 2, done = 3, failed = 3, timed_out = 3, canceled = 3}
--- One read of the three fields the checks need.
-local cur = redis.call('HMGET', KEYS[1], 'v', 'w', 'status')
+local seat_holder = ARGV[#ARGV - 3]
+local function seat_reply(reply, held)
+  if seat_holder == '' then
+    return reply
+  end
+  if held then
+    return reply .. ':seat'
+  end
+  return reply .. ':busy'
+end
+-- One read of the fields the checks and the seat need.
+local cur = redis.call('HMGET', KEYS[1], 'v', 'w', 'status', 'sl')
 local v = cur[1]
 if not v then
   return 'notfound'
 end
 if v ~= ARGV[1] then
   if cur[2] == ARGV[5] then
-    return 'ok-again'
+    return seat_reply('ok-again', seat_holder ~= '' and seats_held(cur[4], seat_holder))
   end
   return 'conflict'
 end
@@ -57,6 +72,15 @@ for _ = 1, n_events do
   i = i + 2
 end
 local fields = {'v', tonumber(v) + 1, 'status', new, 'doc', ARGV[3], 'w', ARGV[5]}
+local seated = false
+if seat_holder ~= '' then
+  local seats = seats_take(cur[4], seat_holder, ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV]))
+  if seats then
+    fields[#fields + 1] = 'sl'
+    fields[#fields + 1] = seats
+    seated = true
+  end
+end
 local n_outbox = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, 2 * n_outbox do
@@ -89,4 +113,4 @@ end
 if n_messages > 0 or final then
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
-return 'ok'
+return seat_reply('ok', seated)
