@@ -755,7 +755,7 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 
 // splitSeat returns the update script's last arguments, the job's own
 // seat among slots taken in the commit (seats.lua: holder, lease end, now,
-// limit; a holder of ” when there is none), and the other slots, to take
+// limit; an empty holder when there is none), and the other slots, to take
 // along in its pipeline. A durable commit takes none.
 func (s *Store) splitSeat(jobID string, take *SlotTake, durable bool) (seat []any, others []Slot) {
 	seat = []any{"", 0, 0, 0}
