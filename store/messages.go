@@ -167,7 +167,7 @@ func (s *Store) SaveMessageReleasing(ctx context.Context, jobID string, m Messag
 		return err, s.ReleaseSlots(ctx, holder, destinations)
 	}
 	seat := ""
-	if i := slices.Index(destinations, JobSlot(jobID, 0).Destination); i >= 0 {
+	if i := slices.Index(destinations, jobSlotDestination(jobID)); i >= 0 {
 		seat = holder
 		destinations = slices.Delete(slices.Clone(destinations), i, i+1)
 	}

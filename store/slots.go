@@ -54,7 +54,15 @@ const jobSlotPrefix = "job:"
 // JobSlot is the slot of deliveries to job jobID's own webhook_url: limit
 // at once, across every worker.
 func JobSlot(jobID string, limit int) Slot {
-	return Slot{Destination: jobSlotPrefix + jobID, Limit: limit}
+	return Slot{Destination: jobSlotDestination(jobID), Limit: limit}
+}
+
+func jobSlotDestination(jobID string) string { return jobSlotPrefix + jobID }
+
+// seatArgs are take_seat.lua's arguments, and update.lua's last ones: a
+// seat for holder, from now for lease, one of limit.
+func seatArgs(holder string, now time.Time, lease time.Duration, limit int) []any {
+	return []any{holder, now.Add(lease).UnixMilli(), now.UnixMilli(), limit}
 }
 
 // slotJob is the job whose own slot destination is (JobSlot), if it is one.
@@ -105,21 +113,18 @@ func (s *Store) AcquireSlots(ctx context.Context, holder string, lease time.Dura
 		taking = s.takeSlotsIn(ctx, p, holder, lease, slots)
 		return nil
 	})
-	if err := errBesidesNoScript(cmds); err != nil {
-		return false, fmt.Errorf("acquire %d delivery slots: %w", len(slots), err)
-	}
-	return s.settleSlots(ctx, taking) // a seat's NOSCRIPT is run again there
-}
-
-// errBesidesNoScript is the first error of a pipeline's commands but a
-// script's NOSCRIPT, which its reader runs again the plain way.
-func errBesidesNoScript(cmds []redis.Cmder) error {
-	for _, c := range cmds {
-		if err := c.Err(); err != nil && !isNoScript(err) {
-			return err
+	// A seat's reply is settleSlots's to read: a NOSCRIPT is run again
+	// there, any other error reported.
+	var seats []redis.Cmder
+	for _, c := range taking.seats {
+		if c != nil {
+			seats = append(seats, c)
 		}
 	}
-	return nil
+	if err := cmdsErr(cmds, seats...); err != nil {
+		return false, fmt.Errorf("acquire %d delivery slots: %w", len(slots), err)
+	}
+	return s.settleSlots(ctx, taking)
 }
 
 // slotTaking is a take of slots queued in a pipeline (takeSlotsIn), whose
@@ -129,11 +134,16 @@ type slotTaking struct {
 	slots  []Slot
 	keys   []string
 	live   []*redis.IntCmd
-	// seats holds, at a job slot's index, its take_seat.lua (nil elsewhere),
-	// with its arguments for a plain re-run after NOSCRIPT.
-	seats   []*redis.Cmd
-	seatArg [][]any
-	nowMS   string
+	// seats holds, at a job slot's index, its take_seat.lua (nil elsewhere).
+	seats []*redis.Cmd
+	now   time.Time
+	lease time.Duration
+}
+
+// seatArgs are take_seat.lua's arguments for slot i, for a plain re-run
+// after NOSCRIPT as for the first.
+func (t *slotTaking) seatArgs(i int) []any {
+	return seatArgs(t.holder, t.now, t.lease, t.slots[i].Limit)
 }
 
 // takeSlotsIn queues AcquireSlots's commands in a pipeline.
@@ -141,19 +151,19 @@ func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder strin
 	now := s.now()
 	ends := now.Add(lease)
 	t := &slotTaking{holder: holder, slots: slots, keys: make([]string, len(slots)), live: make([]*redis.IntCmd, len(slots)),
-		seats: make([]*redis.Cmd, len(slots)), seatArg: make([][]any, len(slots)), nowMS: strconv.FormatInt(now.UnixMilli(), 10)}
+		seats: make([]*redis.Cmd, len(slots)), now: now, lease: lease}
+	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
 	for i, sl := range slots {
 		if jobID, ok := slotJob(sl.Destination); ok {
 			t.keys[i] = s.jobKey(jobID)
-			t.seatArg[i] = []any{holder, ends.UnixMilli(), t.nowMS, sl.Limit}
-			t.seats[i] = takeSeatScript.EvalSha(ctx, p, []string{t.keys[i]}, t.seatArg[i]...)
+			t.seats[i] = takeSeatScript.EvalSha(ctx, p, []string{t.keys[i]}, t.seatArgs(i)...)
 			continue
 		}
 		key := s.slotsKey(sl.Destination)
 		t.keys[i] = key
 		p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
 		p.PExpireAt(ctx, key, ends)
-		t.live[i] = p.ZCount(ctx, key, "("+t.nowMS, "+inf")
+		t.live[i] = p.ZCount(ctx, key, "("+nowMS, "+inf")
 	}
 	return t
 }
@@ -168,7 +178,7 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 	for i, n := range t.live {
 		if seat := t.seats[i]; seat != nil {
 			if isNoScript(seat.Err()) {
-				seat = takeSeatScript.Run(ctx, s.rdb, []string{t.keys[i]}, t.seatArg[i]...)
+				seat = takeSeatScript.Run(ctx, s.rdb, []string{t.keys[i]}, t.seatArgs(i)...)
 			}
 			taken, err := seat.Int()
 			if err != nil {
@@ -187,18 +197,17 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 	if !full {
 		return true, nil
 	}
+	var back []string // a busy seat holds nothing to give back
+	for i, sl := range t.slots {
+		if !busy[i] || t.seats[i] == nil {
+			back = append(back, sl.Destination)
+		}
+	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		s.releaseSlotsIn(ctx, p, t.holder, back)
 		for i, key := range t.keys {
-			switch {
-			case t.seats[i] != nil:
-				if !busy[i] {
-					releaseSeatScript.Eval(ctx, p, []string{key}, t.holder)
-				}
-			case busy[i]:
-				p.ZRem(ctx, key, t.holder)
-				p.ZRemRangeByScore(ctx, key, "-inf", t.nowMS)
-			default:
-				p.ZRem(ctx, key, t.holder)
+			if busy[i] && t.seats[i] == nil {
+				p.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(t.now.UnixMilli(), 10))
 			}
 		}
 		return nil

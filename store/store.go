@@ -764,8 +764,7 @@ func (s *Store) splitSeat(jobID string, take *SlotTake, durable bool) (seat []an
 	}
 	for _, sl := range take.Slots {
 		if id, ok := slotJob(sl.Destination); ok && id == jobID {
-			now := s.now()
-			seat = []any{take.Holder, now.Add(take.Lease).UnixMilli(), now.UnixMilli(), sl.Limit}
+			seat = seatArgs(take.Holder, s.now(), take.Lease, sl.Limit)
 			continue
 		}
 		others = append(others, sl)

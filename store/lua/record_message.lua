@@ -30,16 +30,8 @@ for i = 6, #ARGV do
     acks[#acks + 1] = ARGV[i]
   end
 end
-if ARGV[5] ~= '' then
-  local raw = redis.call('HGET', KEYS[2], 'sl')
-  if raw then
-    local seats = seats_release(raw, ARGV[5])
-    if seats == '' then
-      acks[#acks + 1] = 'sl'
-    elseif seats ~= raw then
-      redis.call('HSET', KEYS[2], 'sl', seats)
-    end
-  end
+if ARGV[5] ~= '' and seats_give_back(KEYS[2], ARGV[5]) then
+  acks[#acks + 1] = 'sl'
 end
 if #acks > 0 then
   redis.call('HDEL', KEYS[2], unpack(acks))

@@ -8,18 +8,26 @@
 --
 -- These functions are prepended to every script that uses them.
 
+-- seat_of splits one line of the field: its holder and lease end (nil for
+-- a line of no seat).
+local function seat_of(line)
+  local sp = string.find(line, ' ', 1, true)
+  if not sp then
+    return nil, nil
+  end
+  return string.sub(line, sp + 1), tonumber(string.sub(line, 1, sp - 1))
+end
+
 -- seats_take returns the field's new value with holder holding a seat until
 -- ends_ms, or nil when limit other holders' leases are still running at
 -- now_ms. A holder that holds a seat already only moves its lease: a blind
 -- re-run takes nothing more.
 local function seats_take(raw, holder, ends_ms, now_ms, limit)
   local kept = {}
-  if raw then
-    for line in string.gmatch(raw, '[^\n]+') do
-      local sp = string.find(line, ' ', 1, true)
-      if sp and string.sub(line, sp + 1) ~= holder and tonumber(string.sub(line, 1, sp - 1)) > now_ms then
-        kept[#kept + 1] = line
-      end
+  for line in string.gmatch(raw or '', '[^\n]+') do
+    local who, ends = seat_of(line)
+    if who and who ~= holder and ends > now_ms then
+      kept[#kept + 1] = line
     end
   end
   if #kept >= limit then
@@ -31,28 +39,35 @@ end
 
 -- seats_held reports whether holder holds a seat in raw.
 local function seats_held(raw, holder)
-  if not raw then
-    return false
-  end
-  for line in string.gmatch(raw, '[^\n]+') do
-    local sp = string.find(line, ' ', 1, true)
-    if sp and string.sub(line, sp + 1) == holder then
+  for line in string.gmatch(raw or '', '[^\n]+') do
+    if seat_of(line) == holder then
       return true
     end
   end
   return false
 end
 
--- seats_release returns the field's value without holder's seat: '' when
--- no seat is left (the caller deletes the field), raw itself when holder
--- held none.
-local function seats_release(raw, holder)
+-- seats_give_back gives holder's seat of job hash key back. It returns
+-- true when no seat is left: the field is then the caller's to delete, so
+-- that one HDEL deletes it beside others; otherwise it has written what is
+-- left itself (nothing when holder held none, or the job is gone).
+local function seats_give_back(key, holder)
+  local raw = redis.call('HGET', key, 'sl')
+  if not raw then
+    return false
+  end
   local kept = {}
   for line in string.gmatch(raw, '[^\n]+') do
-    local sp = string.find(line, ' ', 1, true)
-    if not sp or string.sub(line, sp + 1) ~= holder then
+    if seat_of(line) ~= holder then
       kept[#kept + 1] = line
     end
   end
-  return table.concat(kept, '\n')
+  if #kept == 0 then
+    return true
+  end
+  local seats = table.concat(kept, '\n')
+  if seats ~= raw then
+    redis.call('HSET', key, 'sl', seats)
+  end
+  return false
 end
