@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 // TestStartTaskReadsTheJobAhead: StartTask records the task and, asked to,
 // reads the job as GetSeen does, in one call: the same job, and a record
 // UpdateFrom commits from; a job that is not there reads as not found; a
-// superseded task gets no read; with no job named there is none.
+// superseded task gets no read, whether its mark is in its job's hash or,
+// with no job named, a key of its own; with no job named there is no read.
 func TestStartTaskReadsTheJobAhead(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, nil)
@@ -35,12 +37,13 @@ func TestStartTaskReadsTheJobAhead(t *testing.T) {
 		{name: "a job not there", taskID: "poll:b", readJob: "no-such-job", wantRead: true, wantErr: store.ErrNotFound},
 		{name: "superseded", taskID: "poll:c", readJob: job.ID, superseded: true},
 		{name: "no job named", taskID: "poll:d"},
+		{name: "superseded, no job named", taskID: "webhook:e", superseded: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			worker := "w-" + tt.taskID
 			if tt.superseded {
-				if err := s.Supersede(ctx, tt.taskID, "copy", time.Minute); err != nil {
+				if err := s.Supersede(ctx, tt.taskID, tt.readJob, "copy", time.Minute); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -147,5 +150,51 @@ func TestStartTaskReadsTheEndpointSetAhead(t *testing.T) {
 	}
 	if eps, err := s.EndpointsIn(ctx, nil); err != nil || len(eps) != 0 {
 		t.Errorf("EndpointsIn(no ids) = %v, %v; want none", eps, err)
+	}
+}
+
+// TestSupersededMarkOfAJob: a task of a job is marked in the job's hash:
+// StartTask and SupersededBy find the mark while it lives and not once its
+// time is past (the task id may run again, a new task under an old id),
+// though the key written beside it for earlier versions still exists; a
+// job that is gone gets no mark, and no hash made of the mark alone.
+func TestSupersededMarkOfAJob(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, r := newStore(t, clock)
+	ctx := context.Background()
+	job := newJob(now)
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	taskID := "request:" + job.ID
+	if err := s.Supersede(ctx, taskID, job.ID, "copy", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	rec := store.InflightTask{Type: "preview:request", Queue: "q", StartedAt: now}
+	check := func(when string, want string) {
+		t.Helper()
+		by, read, err := s.StartTask(ctx, "w-mark", taskID, rec, store.ReadAhead{Job: job.ID})
+		if err != nil || by != want || (read == nil) != (want != "") {
+			t.Errorf("%s: StartTask = superseded by %q, read %v, %v; want superseded by %q", when, by, read != nil, err, want)
+		}
+		if by, err := s.SupersededBy(ctx, taskID, job.ID); err != nil || (by == "" && want != "") {
+			t.Errorf("%s: SupersededBy = %q, %v; want %q", when, by, err, want)
+		}
+	}
+	check("while the mark lives", "copy")
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	check("once its time is past", "")
+
+	gone := "no-such-job"
+	if err := s.Supersede(ctx, "request:"+gone, gone, "copy", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Client.Exists(ctx, r.Namespace+":{"+gone+"}:job").Result(); err != nil || n != 0 {
+		t.Errorf("a gone job's hash exists = %d, %v after its task was marked; want none", n, err)
 	}
 }

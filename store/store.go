@@ -335,12 +335,8 @@ func (s *Store) GetSeen(ctx context.Context, id string) (Job, Seen, error) {
 	return seenFrom(id, s.rdb.HMGet(ctx, s.jobKey(id), "v", "doc"))
 }
 
-// readSeenIn queues GetSeen's read of job id in a pipeline; seenFrom
-// decodes its reply.
-func (s *Store) readSeenIn(ctx context.Context, p redis.Pipeliner, id string) *redis.SliceCmd {
-	return p.HMGet(ctx, s.jobKey(id), "v", "doc")
-}
-
+// seenFrom decodes GetSeen's read: an HMGET whose first fields are the
+// version and the document (StartTask's asks for one more).
 func seenFrom(id string, cmd *redis.SliceCmd) (Job, Seen, error) {
 	vals, err := cmd.Result()
 	if err != nil {

@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,8 +24,12 @@ import (
 //	                               by Redis's clock, so worker clocks may skew)
 //	<ns>:{w:<id>}:inflight         hash: task id → InflightTask (JSON), the
 //	                               tasks the worker is running now
-//	<ns>:superseded:<task id>      a string with a TTL: the id of the rescue
-//	                               copy that took over this task
+//	<ns>:{<job id>}:job r:<task id>  a field of the job's hash, for a task
+//	                               of a job: "<expires unix ms> <rescue task
+//	                               id>", the copy that took over this task
+//	<ns>:superseded:<task id>      a string with a TTL: the same mark, for a
+//	                               task of no job (and written with the field
+//	                               for workers of earlier versions)
 
 func (s *Store) workersKey() string            { return s.ns + ":workers" }
 func (s *Store) aliveKey(worker string) string { return s.ns + ":{w:" + worker + "}:alive" }
@@ -31,6 +37,16 @@ func (s *Store) inflightKey(worker string) string {
 	return s.ns + ":{w:" + worker + "}:inflight"
 }
 func (s *Store) supersededKey(taskID string) string { return s.ns + ":superseded:" + taskID }
+
+// supersededField is the job hash field of task taskID's superseded mark.
+// The prefix is no other field's (outbox fields begin with "o:").
+func supersededField(taskID string) string { return "r:" + taskID }
+
+var (
+	//go:embed lua/supersede.lua
+	supersedeSource string
+	supersedeScript = redis.NewScript(supersedeSource)
+)
 
 // InflightTask is what a worker records of a task while it runs it: enough
 // for another worker to enqueue a copy if this one dies. A handler that
@@ -168,8 +184,10 @@ type JobRead struct {
 // the first reads of the task's handler, made in the same round trip
 // instead of the next ones. The read is nil when there was none to make,
 // when it did not come back (the round trip failed: the handler reads
-// itself) or when the task is superseded. Two to four commands on as many
-// keys, pipelined into one round trip.
+// itself) or when the task is superseded. A task that names a job to read
+// ahead has its superseded mark in that job's hash (see Supersede), read
+// in the same HMGET; another's is a key of its own. Two to four commands
+// on as many keys, pipelined into one round trip.
 func (s *Store) StartTask(ctx context.Context, worker, taskID string, t InflightTask, ahead ReadAhead) (supersededBy string, read *JobRead, err error) {
 	raw, err := json.Marshal(t)
 	if err != nil {
@@ -180,28 +198,34 @@ func (s *Store) StartTask(ctx context.Context, worker, taskID string, t Inflight
 	var endpoints *redis.StringSliceCmd
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, s.inflightKey(worker), taskID, raw)
-		get = p.Get(ctx, s.supersededKey(taskID))
-		if ahead.Job != "" {
-			job = s.readSeenIn(ctx, p, ahead.Job)
-			if ahead.EndpointIDs {
-				endpoints = s.readEndpointIDsIn(ctx, p)
-			}
+		if ahead.Job == "" {
+			get = p.Get(ctx, s.supersededKey(taskID))
+			return nil
+		}
+		// GetSeen's fields, then the mark.
+		job = p.HMGet(ctx, s.jobKey(ahead.Job), "v", "doc", supersededField(taskID))
+		if ahead.EndpointIDs {
+			endpoints = s.readEndpointIDsIn(ctx, p)
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return "", nil, fmt.Errorf("record in-flight task %s: %w", taskID, err)
 	}
-	by, err := get.Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-	case err != nil:
-		return "", nil, fmt.Errorf("read supersession of task %s: %w", taskID, err)
-	default:
+	if job == nil {
+		by, err := get.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return "", nil, nil
+		case err != nil:
+			return "", nil, fmt.Errorf("read supersession of task %s: %w", taskID, err)
+		}
 		return by, nil, nil
 	}
-	if job == nil {
-		return "", nil, nil
+	if vals, err := job.Result(); err == nil {
+		if by := s.liveMark(vals[2]); by != "" {
+			return by, nil, nil
+		}
 	}
 	j, seen, err := seenFrom(ahead.Job, job)
 	read = &JobRead{ID: ahead.Job, Job: j, Seen: seen, Err: err}
@@ -211,6 +235,19 @@ func (s *Store) StartTask(ctx context.Context, worker, taskID string, t Inflight
 		read.EndpointsRead = err == nil
 	}
 	return "", read, nil
+}
+
+// liveMark returns the rescue copy a job hash's superseded mark names, ""
+// when there is none or it has expired (a task id can run again, long
+// after: a new request under an id whose old task is gone).
+func (s *Store) liveMark(v any) string {
+	mark, _ := v.(string)
+	expires, by, ok := strings.Cut(mark, " ")
+	ms, err := strconv.ParseInt(expires, 10, 64)
+	if !ok || err != nil || s.now().UnixMilli() >= ms {
+		return ""
+	}
+	return by
 }
 
 // RecordTask (re)writes a worker's record of one task. Safe to repeat.
@@ -255,17 +292,37 @@ func (s *Store) InflightTasks(ctx context.Context, worker string) (map[string]In
 
 // Supersede records that rescue copy `by` took over task taskID, for ttl:
 // a later run of the original (asynq's own recovery of a dead worker's
-// task) finds it and does nothing. SET is idempotent.
-func (s *Store) Supersede(ctx context.Context, taskID, by string, ttl time.Duration) error {
+// task) finds it and does nothing. A task of job jobID (the job StartTask
+// reads ahead for it; "" for none) is marked in the job's hash, where
+// StartTask reads the mark with the job at no command of its own, and, for
+// workers of earlier versions that read only the key, in the key too
+// (rescues are rare: a second round trip costs nothing that matters). A job
+// that is gone gets no field. Safe to repeat.
+func (s *Store) Supersede(ctx context.Context, taskID, jobID, by string, ttl time.Duration) error {
+	mark := strconv.FormatInt(s.now().Add(ttl).UnixMilli(), 10) + " " + by
+	if jobID != "" {
+		if err := supersedeScript.Run(ctx, s.rdb, []string{s.jobKey(jobID)}, supersededField(taskID), mark).Err(); err != nil {
+			return fmt.Errorf("mark task %s superseded: %w", taskID, err)
+		}
+	}
 	if err := s.rdb.Set(ctx, s.supersededKey(taskID), by, ttl).Err(); err != nil {
 		return fmt.Errorf("mark task %s superseded: %w", taskID, err)
 	}
 	return nil
 }
 
-// SupersededBy returns the rescue copy that superseded task taskID, or ""
-// when none did.
-func (s *Store) SupersededBy(ctx context.Context, taskID string) (string, error) {
+// SupersededBy returns the rescue copy that superseded task taskID, of job
+// jobID ("" for none) as Supersede names it, or "" when none did.
+func (s *Store) SupersededBy(ctx context.Context, taskID, jobID string) (string, error) {
+	if jobID != "" {
+		mark, err := s.rdb.HGet(ctx, s.jobKey(jobID), supersededField(taskID)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return "", fmt.Errorf("read supersession of task %s: %w", taskID, err)
+		}
+		if by := s.liveMark(mark); by != "" {
+			return by, nil
+		}
+	}
 	by, err := s.rdb.Get(ctx, s.supersededKey(taskID)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil

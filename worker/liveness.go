@@ -684,7 +684,7 @@ func (w *Worker) rescueTask(ctx context.Context, log *zap.Logger, dead, taskID s
 	// After the copy exists, never before: a rescuer dying in between
 	// leaves the record for the next round, not a superseded task with no
 	// copy.
-	if err := w.store.Supersede(ctx, taskID, rid, w.supersededTTL()); err != nil {
+	if err := w.store.Supersede(ctx, taskID, markedJobOf(rec.Type, rec.Payload), rid, w.supersededTTL()); err != nil {
 		return created, err
 	}
 	if created {

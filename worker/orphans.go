@@ -97,7 +97,7 @@ func (w *Worker) rescueOrphans(ctx context.Context, beats []store.WorkerBeat) (i
 }
 
 func (w *Worker) rescueOrphan(ctx context.Context, info *asynq.TaskInfo) (bool, error) {
-	by, err := w.store.SupersededBy(ctx, info.ID)
+	by, err := w.store.SupersededBy(ctx, info.ID, markedJobOf(info.Type, info.Payload))
 	if err != nil || by != "" {
 		return false, err // already rescued: asynq's recoverer will find it superseded
 	}

@@ -71,3 +71,12 @@ func (h *Handlers) endpoints(ctx context.Context) ([]store.Endpoint, error) {
 	}
 	return h.store.Endpoints(ctx)
 }
+
+// markedJobOf is the job whose hash holds the superseded mark of a task of
+// type typ with payload (store.Supersede): the job track reads ahead for
+// it, whose HMGET then reads the mark too; "" for a task whose mark is a
+// key of its own. Rescuers and track must agree on it, so both derive it
+// here.
+func markedJobOf(typ string, payload []byte) string {
+	return readAheadOf(asynq.NewTask(typ, payload)).Job
+}
