@@ -228,19 +228,33 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	// run first. Not on Cluster, where a pipeline is split per node and the
 	// job's node may run the script while the indexes' node failed; nor with
 	// an outbox, whose index write is checked before the script.
+	//
+	// There the rest of a new job's entries go ahead too, so that a new job
+	// costs one round trip: its status listing (NX, like the creation
+	// listing), the counter and the session index (best effort: a lost
+	// increment only skews a metric, and a push then misses the job, whose
+	// safety-net poll still ends it). A repeat takes back what they wrote
+	// for it in the round trip it makes anyway (see below); a script that
+	// fails after them, or a pipeline re-sent after a lost reply, counts
+	// one creation too many.
 	z := redis.Z{Score: float64(job.Deadline.Unix()), Member: job.ID}
 	created := redis.Z{Score: float64(job.CreatedAt.UnixMilli()), Member: job.ID}
+	_, cluster := s.rdb.(*redis.ClusterClient)
+	ahead := len(outbox) == 0 && !cluster
 	var index *redis.Cmd
-	var deadlineNX, createdNX *redis.IntCmd
+	var deadlineNX, createdNX, listedNX, counted *redis.IntCmd
 	indexIn := func(p redis.Pipeliner) {
 		if len(outbox) > 0 {
 			index = s.indexOutboxIn(ctx, p, job.ID)
 		}
 		deadlineNX = p.ZAddNX(ctx, s.deadlineIndexKey(), z)
 		createdNX = p.ZAddNX(ctx, s.createdIndexKey(), created)
+		if ahead {
+			listedNX = p.ZAddNX(ctx, s.statusIndexKey(job.Status), created)
+			counted = p.Incr(ctx, s.statsKey("jobs_created"))
+			s.indexSessionIn(ctx, p, job.SessionCode, job.ID, job.Deadline)
+		}
 	}
-	_, cluster := s.rdb.(*redis.ClusterClient)
-	ahead := len(outbox) == 0 && !cluster
 	if !ahead {
 		cmds, _ := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			indexIn(p)
@@ -272,9 +286,13 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	}
 	isNew, _ := res[0].(int64)
 	if mine, _ := sliceInt(res, 3); isNew == 1 || mine == 1 {
+		if ahead && deadlineNX.Val() == 1 && createdNX.Val() == 1 && listedNX.Val() == 1 {
+			return job, true, fingerprint, nil // every entry went with the script
+		}
 		// One round trip: the deadline and the listing entries, with this
 		// job's own scores (an attempt that died before its script may have
-		// left the NX entries with its own), and the counter.
+		// left the NX entries with its own), and, unless they went ahead,
+		// the counter and the session index.
 		// An NX above that answered 1 wrote this job's own score: only
 		// one that found an entry (or whose reply was lost, and re-sent)
 		// needs writing again.
@@ -284,13 +302,12 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 				s.fixDeadlineIndexIn(ctx, p, job, true)
 			}
 			s.indexListingIn(ctx, p, job, "", createdNX.Val() != 1)
-			bestEffort = append(bestEffort, p.Incr(ctx, s.statsKey("jobs_created")))
-			bestEffort = append(bestEffort, s.indexSessionIn(ctx, p, job.SessionCode, job.ID, job.Deadline)...)
+			if !ahead {
+				bestEffort = append(bestEffort, p.Incr(ctx, s.statsKey("jobs_created")))
+				bestEffort = append(bestEffort, s.indexSessionIn(ctx, p, job.SessionCode, job.ID, job.Deadline)...)
+			}
 			return nil
 		})
-		// Best effort for the counter (a lost increment only skews a
-		// metric) and the session index (a push then misses the job, whose
-		// safety-net poll still ends it).
 		if err := cmdsErr(cmds, bestEffort...); err != nil {
 			return job, true, fingerprint, fmt.Errorf("index job %s: %w", job.ID, err)
 		}
@@ -304,10 +321,25 @@ func (s *Store) Create(ctx context.Context, job Job, fingerprint string, outbox 
 	}
 	// A repeat also repairs the listing a crashed creator may have missed
 	// (the creation entry included: the NX above may have put this
-	// request's own creation time there).
+	// request's own creation time there), and takes back what went ahead
+	// for a new job: the count, and entries the stored job does not have
+	// (a listing under a status it has left, never to come back; an index
+	// entry under a session that is not its own, when the request reused
+	// its idempotency key for another session).
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		s.fixDeadlineIndexIn(ctx, p, stored, false)
 		s.indexListingIn(ctx, p, stored, "", true)
+		if ahead {
+			if stored.Status != job.Status {
+				p.ZRem(ctx, s.statusIndexKey(job.Status), job.ID)
+			}
+			if counted.Err() == nil {
+				p.Decr(ctx, s.statsKey("jobs_created"))
+			}
+			if stored.SessionCode != job.SessionCode {
+				p.SRem(ctx, s.sessionKey(job.SessionCode), job.ID)
+			}
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {

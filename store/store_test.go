@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
@@ -48,6 +49,81 @@ func TestCreateIsIdempotent(t *testing.T) {
 	outbox, err := s.Outbox(ctx, job.ID)
 	if err != nil || len(outbox) != 1 || outbox[0].ID != "a" {
 		t.Fatalf("outbox = %+v, %v; want only the first creator's entry", outbox, err)
+	}
+}
+
+// TestCreateOfANewJobIsOneRoundTrip: on one Redis a new job's every entry
+// (deadline, listings, counter, session index) goes in the round trip of
+// its creation script; a repeat, here of a job that moved on, reusing the
+// idempotency key for another session, takes back what went ahead for a
+// new job: the count, the listing under the status the job left, and the
+// entry under the other session.
+func TestCreateOfANewJobIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	s, r := newStore(t, nil)
+	ctx := context.Background()
+	// A first creation loads the script (NOSCRIPT, then EVAL).
+	first := newJob(time.Now())
+	first.SessionCode = "SESSION_FIRST"
+	if _, _, _, err := s.Create(ctx, first, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	trips := &tripCounter{}
+	r.Client.AddHook(trips)
+	job := newJob(time.Now())
+	if _, created, _, err := s.Create(ctx, job, "fp", nil); err != nil || !created {
+		t.Fatalf("Create = created %v, %v", created, err)
+	}
+	if n := trips.n.Load(); n != 1 {
+		t.Errorf("a new job's creation took %d round trips, want 1", n)
+	}
+	if ids, err := s.SessionJobs(ctx, job.SessionCode); err != nil || len(ids) != 1 || ids[0] != job.ID {
+		t.Errorf("session %s indexes %v, %v; want the new job", job.SessionCode, ids, err)
+	}
+	if _, err := s.Update(ctx, job.ID, func(j *store.Job, now time.Time) (store.Change, error) {
+		j.SetStatus(store.StatusRequesting, now, "")
+		return store.Change{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	again := job
+	again.SessionCode = "SESSION_OTHER"
+	again.CreatedAt = job.CreatedAt.Add(time.Second)
+	if got, created, _, err := s.Create(ctx, again, "fp", nil); err != nil || created || got.Status != store.StatusRequesting {
+		t.Fatalf("repeat Create = %s created %v, %v; want the stored job", got.Status, created, err)
+	}
+	stats, err := s.Stats(ctx)
+	if err != nil || stats.Created != 2 {
+		t.Errorf("jobs created = %d, %v after two jobs and a repeat; want 2", stats.Created, err)
+	}
+	if ids, err := s.SessionJobs(ctx, again.SessionCode); err != nil || len(ids) != 0 {
+		t.Errorf("session %s indexes %v, %v; want no job (the stored job is of %s)", again.SessionCode, ids, err, job.SessionCode)
+	}
+	queued := r.Namespace + ":index:status:" + string(store.StatusQueued)
+	if err := r.Client.ZScore(ctx, queued, job.ID).Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("queued listing holds the requesting job (%v); want no entry", err)
+	}
+	created := r.Namespace + ":index:created"
+	if score, err := r.Client.ZScore(ctx, created, job.ID).Result(); err != nil || int64(score) != job.CreatedAt.UnixMilli() {
+		t.Errorf("creation listing score %v, %v; want the stored job's %d", score, err, job.CreatedAt.UnixMilli())
+	}
+}
+
+// tripCounter counts a client's round trips: a command, or a pipeline.
+type tripCounter struct{ n atomic.Int64 }
+
+func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
 	}
 }
 
