@@ -186,7 +186,7 @@ type JobRead struct {
 // when it did not come back (the round trip failed: the handler reads
 // itself) or when the task is superseded. A task that names a job to read
 // ahead has its superseded mark in that job's hash (see Supersede), read
-// in the same HMGET; another's is a key of its own. Two to four commands
+// in the same HMGET; another's is a key of its own. Two or three commands
 // on as many keys, pipelined into one round trip.
 func (s *Store) StartTask(ctx context.Context, worker, taskID string, t InflightTask, ahead ReadAhead) (supersededBy string, read *JobRead, err error) {
 	raw, err := json.Marshal(t)
@@ -239,7 +239,9 @@ func (s *Store) StartTask(ctx context.Context, worker, taskID string, t Inflight
 
 // liveMark returns the rescue copy a job hash's superseded mark names, ""
 // when there is none or it has expired (a task id can run again, long
-// after: a new request under an id whose old task is gone).
+// after: a new request under an id whose old task is gone). The expiry is
+// by the rescuer's clock, read by the runner's: their skew is nothing
+// beside a mark's life (a day or more, Worker.supersededTTL).
 func (s *Store) liveMark(v any) string {
 	mark, _ := v.(string)
 	expires, by, ok := strings.Cut(mark, " ")
