@@ -36,6 +36,7 @@ import (
 
 	"github.com/previewd/previewd/csmsim"
 	"github.com/previewd/previewd/internal/receiver"
+	"github.com/previewd/previewd/internal/roundtrips"
 )
 
 // Options configure a run. Zero values take the defaults.
@@ -170,8 +171,8 @@ func (r Result) JSON(w io.Writer) error {
 type rig struct {
 	opts     Options
 	rdb      redis.UniversalClient
-	trips    *tripCounter // rdb's round trips
-	run      string       // the run's token: namespaces and session codes
+	trips    *roundtrips.Counter // rdb's round trips (BenchmarkRoundTrip: CPU follows them)
+	run      string              // the run's token: namespaces and session codes
 	sim      *csmsim.Server
 	simURL   string
 	apiKey   string
@@ -231,7 +232,7 @@ func newRig(ctx context.Context, opts Options) (r *rig, where string, close func
 		}
 	}
 	stops = append(stops, closeRedis)
-	trips := &tripCounter{}
+	trips := &roundtrips.Counter{}
 	rdb.AddHook(trips)
 	r = &rig{opts: opts, rdb: rdb, trips: trips, run: randomToken(), apiKey: "bench-" + randomToken()}
 	r.sim = csmsim.New(csmsim.Options{APIKey: r.apiKey})

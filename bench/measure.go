@@ -3,13 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"sort"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/previewd/previewd/internal/roundtrips"
 )
 
 // cpuTime is the process's user+system CPU so far (getrusage RUSAGE_SELF).
@@ -21,38 +21,12 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// tripCounter is a go-redis hook that counts the client's round trips: a
-// command, or a pipeline (which one write and one read carry), whatever
-// its length. The process's CPU follows round trips more than commands
-// (BenchmarkRoundTrip), so a phase reports both.
-type tripCounter struct{ n atomic.Int64 }
-
-func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return next(ctx, network, addr)
-	}
-}
-
-func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 // meter takes the figures at the start and the end of a phase's measured
 // window: wall time, process CPU, Redis's command counts and the client's
 // round trips.
 type meter struct {
 	rdb   redis.UniversalClient
-	trips *tripCounter
+	trips *roundtrips.Counter
 	start time.Time
 	cpu   time.Duration
 	cmds  commandStats
@@ -65,7 +39,7 @@ func (r *rig) startMeter(ctx context.Context) (*meter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &meter{rdb: r.rdb, trips: r.trips, start: time.Now(), cpu: cpuTime(), cmds: cmds, sent: r.trips.n.Load()}, nil
+	return &meter{rdb: r.rdb, trips: r.trips, start: time.Now(), cpu: cpuTime(), cmds: cmds, sent: r.trips.Count()}, nil
 }
 
 // window is what a meter saw.
@@ -77,7 +51,7 @@ type window struct {
 }
 
 func (m *meter) stop(ctx context.Context) (window, error) {
-	elapsed, cpu, trips := time.Since(m.start), cpuTime()-m.cpu, m.trips.n.Load()-m.sent
+	elapsed, cpu, trips := time.Since(m.start), cpuTime()-m.cpu, m.trips.Count()-m.sent
 	after, err := readCommandStats(ctx, m.rdb)
 	if err != nil {
 		return window{}, err

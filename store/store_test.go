@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/previewd/previewd/internal/roundtrips"
 	"github.com/previewd/previewd/internal/testutil"
 	"github.com/previewd/previewd/store"
 )
@@ -68,13 +69,13 @@ func TestCreateOfANewJobIsOneRoundTrip(t *testing.T) {
 	if _, _, _, err := s.Create(ctx, first, "fp", nil); err != nil {
 		t.Fatal(err)
 	}
-	trips := &tripCounter{}
+	trips := &roundtrips.Counter{}
 	r.Client.AddHook(trips)
 	job := newJob(time.Now())
 	if _, created, _, err := s.Create(ctx, job, "fp", nil); err != nil || !created {
 		t.Fatalf("Create = created %v, %v", created, err)
 	}
-	if n := trips.n.Load(); n != 1 {
+	if n := trips.Count(); n != 1 {
 		t.Errorf("a new job's creation took %d round trips, want 1", n)
 	}
 	if ids, err := s.SessionJobs(ctx, job.SessionCode); err != nil || len(ids) != 1 || ids[0] != job.ID {
@@ -107,23 +108,6 @@ func TestCreateOfANewJobIsOneRoundTrip(t *testing.T) {
 	created := r.Namespace + ":index:created"
 	if score, err := r.Client.ZScore(ctx, created, job.ID).Result(); err != nil || int64(score) != job.CreatedAt.UnixMilli() {
 		t.Errorf("creation listing score %v, %v; want the stored job's %d", score, err, job.CreatedAt.UnixMilli())
-	}
-}
-
-// tripCounter counts a client's round trips: a command, or a pipeline.
-type tripCounter struct{ n atomic.Int64 }
-
-func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmds)
 	}
 }
 
