@@ -31,7 +31,7 @@ func (r *rig) ours(ctx context.Context) (Phase, error) {
 	if err != nil {
 		return Phase{}, fmt.Errorf("csm client: %w", err)
 	}
-	st := store.New(r.rdb, store.Options{Namespace: ns})
+	st := store.New(r.rdb, store.Options{Namespace: ns, SlotReuse: store.DefaultSlotReuse}) // as cmd/previewd's worker
 	queues := tasks.QueuesFor(ns)
 	w := worker.New(r.rdb, worker.Deps{
 		Store:  st,

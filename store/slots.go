@@ -28,6 +28,11 @@ import (
 // one is plain commands, no script: a holder adds itself first and counts
 // the live holders after, itself included.
 //
+// With Options.SlotReuse a Store keeps the seats it took between its
+// deliveries (slotBank): a delivery to a destination it holds an unused
+// seat of takes that one, with no command, and the members of the set are
+// then the Store's seats, not the holders.
+//
 // A job's own slot (JobSlot: deliveries to its webhook_url) is the
 // exception: its holders are a field of the job's hash (lua/seats.lua),
 // so that the commit that makes an event takes its inline attempt's seat
@@ -161,8 +166,15 @@ func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder strin
 		}
 		key := s.slotsKey(sl.Destination)
 		t.keys[i] = key
-		p.ZAdd(ctx, key, redis.Z{Score: float64(ends.UnixMilli()), Member: holder})
-		p.PExpireAt(ctx, key, ends)
+		member, seatEnds := holder, ends
+		if s.bank != nil {
+			var fresh bool
+			if member, seatEnds, fresh = s.bank.lend(holder, sl.Destination, now, lease); !fresh {
+				continue // a seat this Store holds already: nothing to send
+			}
+		}
+		p.ZAdd(ctx, key, redis.Z{Score: float64(seatEnds.UnixMilli()), Member: member})
+		p.PExpireAt(ctx, key, seatEnds)
 		t.live[i] = p.ZCount(ctx, key, "("+nowMS, "+inf")
 	}
 	return t
@@ -188,6 +200,9 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 			full = full || busy[i]
 			continue
 		}
+		if n == nil {
+			continue // lent by the bank (see takeSlotsIn)
+		}
 		if n.Err() != nil {
 			return false, fmt.Errorf("acquire delivery slot %s: %w", t.slots[i].Destination, n.Err())
 		}
@@ -195,6 +210,13 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 		full = full || busy[i]
 	}
 	if !full {
+		if s.bank != nil {
+			for i, n := range t.live {
+				if n != nil {
+					s.bank.confirm(t.holder, t.slots[i].Destination)
+				}
+			}
+		}
 		return true, nil
 	}
 	var back []string // a busy seat holds nothing to give back
@@ -249,7 +271,14 @@ func (s *Store) releaseSlotsIn(ctx context.Context, p redis.Pipeliner, holder st
 			releases[i] = releaseSeatScript.Eval(ctx, p, []string{s.jobKey(jobID)}, holder)
 			continue
 		}
-		releases[i] = p.ZRem(ctx, s.slotsKey(d), holder)
+		member := holder
+		if s.bank != nil {
+			var toRedis bool
+			if member, toRedis = s.bank.takeBack(holder, d, s.now()); !toRedis {
+				continue // kept for the next delivery (see slotBank)
+			}
+		}
+		releases[i] = p.ZRem(ctx, s.slotsKey(d), member)
 	}
 	return releases
 }
@@ -259,7 +288,7 @@ func (s *Store) releaseSlotsIn(ctx context.Context, p redis.Pipeliner, holder st
 func slotReleaseErr(destinations []string, releases []redis.Cmder) error {
 	var errs []error
 	for i, r := range releases {
-		if r.Err() != nil {
+		if r != nil && r.Err() != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", destinations[i], r.Err()))
 		}
 	}

@@ -60,6 +60,12 @@ type Options struct {
 	MinReplicas int
 	// ReplicaTimeout bounds that wait. Default 500ms.
 	ReplicaTimeout time.Duration
+	// SlotReuse lets this Store reuse a seat of a delivery slot it took
+	// (AcquireSlots) for further deliveries to the same destination for
+	// this long after the take, instead of taking a seat per delivery
+	// (see slotBank). 0 (the default) takes and gives back a seat per
+	// delivery; workers run with DefaultSlotReuse.
+	SlotReuse time.Duration
 }
 
 // Store reads and writes job records in Redis.
@@ -70,6 +76,7 @@ type Store struct {
 	now            func() time.Time
 	minReplicas    int
 	replicaTimeout time.Duration
+	bank           *slotBank // nil without Options.SlotReuse
 }
 
 // New returns a Store on rdb.
@@ -86,8 +93,12 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.ReplicaTimeout <= 0 {
 		opts.ReplicaTimeout = 500 * time.Millisecond
 	}
-	return &Store{rdb: rdb, ns: opts.Namespace, retention: opts.Retention, now: opts.Now,
+	s := &Store{rdb: rdb, ns: opts.Namespace, retention: opts.Retention, now: opts.Now,
 		minReplicas: opts.MinReplicas, replicaTimeout: opts.ReplicaTimeout}
+	if opts.SlotReuse > 0 {
+		s.bank = newSlotBank(opts.SlotReuse, s.giveBackBanked)
+	}
+	return s
 }
 
 // Retention is how long finished jobs are kept.

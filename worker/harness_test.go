@@ -119,7 +119,7 @@ func (h *harness) newWorker() *worker.Worker {
 		if h.workerRedis != nil {
 			rdb = h.workerRedis
 		}
-		st = store.New(rdb, store.Options{Namespace: h.redis.Namespace, MinReplicas: h.minReplicas})
+		st = store.New(rdb, store.Options{Namespace: h.redis.Namespace, MinReplicas: h.minReplicas, SlotReuse: store.DefaultSlotReuse})
 	}
 	secret, err := webhook.ParseSecret(h.secretText)
 	if err != nil {

@@ -316,6 +316,7 @@ func newWorker(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger, ob
 		Retention:      cfg.Retention,
 		MinReplicas:    cfg.RedisMinReplicas,
 		ReplicaTimeout: cfg.RedisReplicaTimeout,
+		SlotReuse:      store.DefaultSlotReuse,
 	})
 	return worker.New(rdb, worker.Deps{
 		Store:  st,
