@@ -104,3 +104,89 @@ func listed(t *testing.T, s *store.Store, status store.Status, id string) bool {
 	}
 	return slices.ContainsFunc(jobs, func(j store.Job) bool { return j.ID == id })
 }
+
+// TestFinishAfterALostCommit: the writes of a job reaching a final status
+// (its deadline entry dropped, its finished count, its session entry
+// dropped) go in the commit's own round trip, before the compare-and-set's
+// outcome is known. When that commit loses, they are taken back, so the
+// job keeps its deadline entry (the sweeper's backstop), its session entry
+// and the count, whatever the update's next attempt does. Judged from the
+// deadline index, the counters and the session index in Redis.
+func TestFinishAfterALostCommit(t *testing.T) {
+	t.Parallel()
+	errRefused := errors.New("refused on the fresh read")
+	finish := func(j *store.Job, now time.Time) (store.Change, error) {
+		j.SetStatus(store.StatusDone, now, "")
+		return store.Change{}, nil
+	}
+	tests := []struct {
+		name         string
+		onFresh      func(j *store.Job, now time.Time) (store.Change, error)
+		meanwhile    bool
+		wantFinished bool
+		wantErr      error
+	}{
+		{name: "no other writer: finished", wantFinished: true},
+		{
+			name:      "lost, then no change",
+			onFresh:   func(*store.Job, time.Time) (store.Change, error) { return store.Change{}, store.ErrNoChange },
+			meanwhile: true,
+		},
+		{
+			name:      "lost, then a commit that keeps the status",
+			onFresh:   func(j *store.Job, _ time.Time) (store.Change, error) { j.Polls++; return store.Change{}, nil },
+			meanwhile: true,
+		},
+		{name: "lost, then finished", onFresh: finish, meanwhile: true, wantFinished: true},
+		{
+			name:      "lost, then refused",
+			onFresh:   func(*store.Job, time.Time) (store.Change, error) { return store.Change{}, errRefused },
+			meanwhile: true,
+			wantErr:   errRefused,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, r := newStore(t, nil)
+			job, seen := seenJob(t, s, tt.meanwhile)
+			attempts := 0
+			_, _, _, err := s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+				attempts++
+				if attempts == 1 {
+					return finish(j, now)
+				}
+				return tt.onFresh(j, now)
+			})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("UpdateFrom = %v, want %v", err, tt.wantErr)
+			}
+			if tt.meanwhile && attempts < 2 {
+				t.Fatalf("the update ran %d times: its first commit did not lose", attempts)
+			}
+			stored, err := s.Get(ctx, job.ID)
+			if err != nil || stored.Status.Final() != tt.wantFinished {
+				t.Fatalf("stored job is %s (%v), want final %v", stored.Status, err, tt.wantFinished)
+			}
+			_, err = r.Client.ZScore(ctx, r.Namespace+":index:deadlines", job.ID).Result()
+			if hasDeadline := err == nil; hasDeadline == tt.wantFinished {
+				t.Errorf("deadline entry there: %v, want %v", hasDeadline, !tt.wantFinished)
+			}
+			stats, err := s.Stats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := stats.Finished[store.StatusDone], map[bool]int64{true: 1}[tt.wantFinished]; got != want {
+				t.Errorf("finished count %d, want %d", got, want)
+			}
+			ids, err := s.SessionJobs(ctx, job.SessionCode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if indexed := slices.Contains(ids, job.ID); indexed == tt.wantFinished {
+				t.Errorf("session entry there: %v, want %v", indexed, !tt.wantFinished)
+			}
+		})
+	}
+}

@@ -530,6 +530,9 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, seen Seen, fn func(j 
 		r.Job = j
 		doc, res, err := s.commit(ctx, r, !j.Deadline.Equal(deadline), read.version, before, change, now)
 		relist = relist || (res.listed && !res.committed)
+		if res.finishSent && !res.committed {
+			s.unfinish(ctx, j, deadline)
+		}
 		if res.slotsSent && !slices.ContainsFunc(sentSlots, func(t *SlotTake) bool { return t.Holder == change.Slots.Holder }) {
 			sentSlots = append(sentSlots, change.Slots)
 		}
@@ -602,16 +605,14 @@ func nextSeen(version string, doc []byte) Seen {
 //   - The status listing, when the status changed and the commit did not
 //     move it in its own round trip (see commitDoc). Best effort: listings
 //     check each job's status as they read it.
-//   - On reaching a final status, the deadline entry, the counter and the
-//     session index entry (see IndexSession). Best effort: the sweeper
-//     drops deadline entries of final jobs, a lost increment only skews a
-//     metric, and a session's stale entry is checked by every pusher and
-//     expires with the set.
+//   - On reaching a final status, finishedIn's writes, when the commit did
+//     not send them along in its own round trip (a durable one: see
+//     commitDoc).
 func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Change, res commitResult) Committed {
 	outbox := change.Outbox
 	c := Committed{JobID: j.ID, Outbox: outbox, Index: IndexEntry{JobID: j.ID}, Redone: change.Redone, Events: res.fresh}
 	reindex := len(outbox) > 0 && !change.Redone
-	finished := j.Status.Final() && !before.Final()
+	finished := j.Status.Final() && !before.Final() && !res.finishSent
 	relist := j.Status != before && !res.listed
 	if !reindex && !relist && !finished {
 		return c
@@ -625,9 +626,7 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 			s.indexListingIn(ctx, p, j, before, false)
 		}
 		if finished {
-			p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
-			p.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status)))
-			p.SRem(ctx, s.sessionKey(j.SessionCode), j.ID)
+			s.finishedIn(ctx, p, j)
 		}
 		return nil
 	})
@@ -638,6 +637,38 @@ func (s *Store) afterCommit(ctx context.Context, j Job, before Status, change Ch
 		c.Index.Score, c.Indexed = score, true
 	}
 	return c
+}
+
+// finishedIn queues, in a pipeline, the writes across jobs of job j
+// reaching its final status: its deadline entry goes, its status's
+// finished counter counts it, and its session index entry goes (see
+// IndexSession). Each is best effort: the sweeper drops deadline entries
+// of final jobs, a lost increment only skews a metric, and a session's
+// stale entry is checked by every pusher and expires with the set.
+func (s *Store) finishedIn(ctx context.Context, p redis.Pipeliner, j Job) {
+	p.ZRem(ctx, s.deadlineIndexKey(), j.ID)
+	p.Incr(ctx, s.statsKey("jobs_finished:"+string(j.Status)))
+	p.SRem(ctx, s.sessionKey(j.SessionCode), j.ID)
+}
+
+// unfinish takes back the writes finishedIn sent along with a commit of
+// j that did not land, in one round trip: the job keeps its deadline entry
+// at deadline, its stored one (NX: an entry there stays), and its session
+// entry. A commit whose outcome is unknown is taken back too: had it
+// landed after all, the job keeps a stale deadline entry and session entry
+// (both harmless, as above) and its count is one short; so does a job
+// that the writer it lost to finished (its count is right). Should the
+// writer die before this, the job misses its deadline entry while its
+// task lives on (asynq runs it again), and that run writes them all again
+// when it finishes the job.
+func (s *Store) unfinish(ctx context.Context, j Job, deadline time.Time) {
+	ctx = context.WithoutCancel(ctx)
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Decr(ctx, s.statsKey("jobs_finished:"+string(j.Status)))
+		p.ZAddNX(ctx, s.deadlineIndexKey(), redis.Z{Score: float64(deadline.Unix()), Member: j.ID})
+		s.indexSessionIn(ctx, p, j.SessionCode, j.ID, deadline)
+		return nil
+	})
 }
 
 // commitResult is what one compare-and-set did: whether it committed, and
@@ -651,6 +682,9 @@ type commitResult struct {
 	// slotsSent: the change's slot takes went along too; slotsTaken: they
 	// took every slot, and the compare-and-set committed.
 	slotsSent, slotsTaken bool
+	// finishSent: the writes of a job reaching a final status (finishedIn)
+	// went along too, whatever the compare-and-set then did.
+	finishSent bool
 }
 
 // commit runs the compare-and-set of r's job at version, with the
@@ -738,13 +772,21 @@ func (s *Store) commitDoc(ctx context.Context, r record, doc []byte, spilled []s
 	// way (Change.Slots), the job's own seat in the script itself;
 	// UpdateFrom gives them back unless the commit landed and took them
 	// all.
-	sent := commitResult{listed: j.Status != before && !durable, slotsSent: change.Slots != nil && !durable}
+	//
+	// So do the writes of a job reaching a final status (finishedIn): when
+	// the commit does not land, UpdateFrom takes them back (unfinish)
+	// before it tries again.
+	sent := commitResult{listed: j.Status != before && !durable, slotsSent: change.Slots != nil && !durable,
+		finishSent: j.Status.Final() && !before.Final() && !durable}
 	var along func(redis.Pipeliner)
 	var taking *slotTaking
-	if sent.listed || len(others) > 0 {
+	if sent.listed || len(others) > 0 || sent.finishSent {
 		along = func(p redis.Pipeliner) {
 			if sent.listed {
 				s.indexListingIn(ctx, p, j, before, false)
+			}
+			if sent.finishSent {
+				s.finishedIn(ctx, p, j)
 			}
 			if len(others) > 0 {
 				taking = s.takeSlotsIn(ctx, p, change.Slots.Holder, change.Slots.Lease, others)

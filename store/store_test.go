@@ -111,6 +111,46 @@ func TestCreateOfANewJobIsOneRoundTrip(t *testing.T) {
 	}
 }
 
+// TestFinishingCommitIsOneRoundTrip: a commit that finishes a job, read
+// ahead, is one round trip: its listing move and the writes of reaching a
+// final status (deadline entry, finished count, session entry) go in it.
+func TestFinishingCommitIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	s, r := newStore(t, nil)
+	ctx := context.Background()
+	job := newJob(time.Now())
+	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, seen, err := s.GetSeen(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trips := &roundtrips.Counter{}
+	r.Client.AddHook(trips)
+	if _, _, _, err := s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+		j.SetStatus(store.StatusDone, now, "")
+		return store.Change{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := trips.Count(); n != 1 {
+		t.Errorf("the finishing commit took %d round trips, want 1", n)
+	}
+	if err := r.Client.ZScore(ctx, r.Namespace+":index:deadlines", job.ID).Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("deadline index holds the finished job (%v); want no entry", err)
+	}
+	if stats, err := s.Stats(ctx); err != nil || stats.Finished[store.StatusDone] != 1 {
+		t.Errorf("jobs finished done = %d, %v; want 1", stats.Finished[store.StatusDone], err)
+	}
+	if ids, err := s.SessionJobs(ctx, job.SessionCode); err != nil || len(ids) != 0 {
+		t.Errorf("session %s indexes %v, %v; want no job", job.SessionCode, ids, err)
+	}
+	if !listed(t, s, store.StatusDone, job.ID) || listed(t, s, store.StatusQueued, job.ID) {
+		t.Errorf("the finished job is not listed under done alone")
+	}
+}
+
 func TestGetUnknownIsNotFound(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, nil)
