@@ -45,11 +45,12 @@ type slotBank struct {
 	prefix         string
 	giveBack       func(ctx context.Context, seats []bankedSeat)
 
-	mu    sync.Mutex
-	seq   uint64
-	idle  map[string][]bankedSeat // destination → seats waiting, unused
-	lent  map[lending]lentSeat
-	timer *time.Timer
+	mu     sync.Mutex
+	seq    uint64
+	idle   map[string][]bankedSeat // destination → seats waiting, unused
+	lent   map[lending]lentSeat
+	timer  *time.Timer
+	closed bool // drained: every seat given back goes back to Redis
 }
 
 // bankedSeat is one seat of destination's slot this bank holds.
@@ -128,7 +129,7 @@ func (b *slotBank) takeBack(holder, destination string, now time.Time) (member s
 		return holder, true
 	}
 	delete(b.lent, k)
-	if !l.confirmed || !now.Before(l.taken.Add(b.reuse)) {
+	if b.closed || !l.confirmed || !now.Before(l.taken.Add(b.reuse)) {
 		return l.member, true
 	}
 	seat := l.bankedSeat
@@ -174,6 +175,34 @@ func (b *slotBank) sweep() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		b.giveBack(ctx, due)
+	}
+}
+
+// drain takes every waiting seat out of the bank, and keeps the seats
+// given back from now on out of it.
+func (b *slotBank) drain() []bankedSeat {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	var all []bankedSeat
+	for _, seats := range b.idle {
+		all = append(all, seats...)
+	}
+	clear(b.idle)
+	return all
+}
+
+// ReleaseKeptSlots gives back, in one round trip, the delivery-slot seats
+// this Store keeps for reuse (Options.SlotReuse), and keeps none from now
+// on: a worker that stops calls it once its deliveries ended, so that the
+// other workers find those seats free at once rather than when their
+// leases end.
+func (s *Store) ReleaseKeptSlots(ctx context.Context) {
+	if s.bank == nil {
+		return
+	}
+	if seats := s.bank.drain(); len(seats) > 0 {
+		s.giveBackBanked(ctx, seats)
 	}
 }
 

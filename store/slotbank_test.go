@@ -142,3 +142,32 @@ func sameKeys(a, b map[string]int64) bool {
 	}
 	return len(a) == len(b)
 }
+
+// TestReleaseKeptSlots: a stopping worker gives its waiting seats back at
+// once (not after the idle time, nor when their leases end), and keeps no
+// seat given back after that.
+func TestReleaseKeptSlots(t *testing.T) {
+	t.Parallel()
+	r := testutil.NewRedis(t)
+	s := bankedStore(r, time.Minute, nil) // seats would wait 12 s
+	ctx := context.Background()
+	dest := []store.Slot{{Destination: "domain:stop.example", Limit: 2}}
+	for _, h := range []string{"waiting", "in-flight"} {
+		if ok, err := s.AcquireSlots(ctx, h, slotLease, dest); err != nil || !ok {
+			t.Fatalf("AcquireSlots(%s) = %v, %v; want taken", h, ok, err)
+		}
+	}
+	if err := s.ReleaseSlots(ctx, "waiting", []string{dest[0].Destination}); err != nil {
+		t.Fatal(err)
+	}
+	s.ReleaseKeptSlots(ctx)
+	if got := slotHolders(t, s, r.Client, dest[0].Destination); len(got) != 1 {
+		t.Errorf("after ReleaseKeptSlots the slot holds %v, want only the seat still in flight", got)
+	}
+	if err := s.ReleaseSlots(ctx, "in-flight", []string{dest[0].Destination}); err != nil {
+		t.Fatal(err)
+	}
+	if got := slotHolders(t, s, r.Client, dest[0].Destination); len(got) != 0 {
+		t.Errorf("a seat given back after ReleaseKeptSlots: the slot holds %v, want none", got)
+	}
+}

@@ -214,6 +214,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Preview POSTs run detached from the drain (an answered POST must be
 	// recorded, not cut into an unknown outcome); wait for them.
 	w.handlers.posts.Wait()
+	// No delivery runs now: the receiver seats kept for reuse go back.
+	releaseCtx, cancelRelease := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	w.store.ReleaseKeptSlots(releaseCtx)
+	cancelRelease()
 	stopLiveness()
 	wg.Wait()
 	w.log.Info("worker stopped")
