@@ -71,15 +71,10 @@ func TestListingAfterALostCommit(t *testing.T) {
 			ctx := context.Background()
 			s, _ := newStore(t, nil)
 			job, seen := seenJob(t, s, tt.meanwhile)
-			attempts := 0
-			_, _, _, err := s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
-				attempts++
-				if attempts == 1 {
-					toRequesting(j, now)
-					return store.Change{}, nil
-				}
-				return tt.onFresh(j, now)
-			})
+			_, err := updateFromTwice(ctx, s, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+				toRequesting(j, now)
+				return store.Change{}, nil
+			}, tt.onFresh)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("UpdateFrom = %v, want %v", err, tt.wantErr)
 			}
@@ -93,6 +88,21 @@ func TestListingAfterALostCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// updateFromTwice runs UpdateFrom from seen with first as the change of its
+// first attempt and onFresh as that of every later one (after a lost
+// compare-and-set); it returns how many attempts ran.
+func updateFromTwice(ctx context.Context, s *store.Store, id string, seen store.Seen, first, onFresh func(j *store.Job, now time.Time) (store.Change, error)) (int, error) {
+	attempts := 0
+	_, _, _, err := s.UpdateFrom(ctx, id, seen, func(j *store.Job, now time.Time) (store.Change, error) {
+		attempts++
+		if attempts == 1 {
+			return first(j, now)
+		}
+		return onFresh(j, now)
+	})
+	return attempts, err
 }
 
 // listed reports whether the listing of status shows job id.
@@ -151,14 +161,7 @@ func TestFinishAfterALostCommit(t *testing.T) {
 			ctx := context.Background()
 			s, r := newStore(t, nil)
 			job, seen := seenJob(t, s, tt.meanwhile)
-			attempts := 0
-			_, _, _, err := s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
-				attempts++
-				if attempts == 1 {
-					return finish(j, now)
-				}
-				return tt.onFresh(j, now)
-			})
+			attempts, err := updateFromTwice(ctx, s, job.ID, seen, finish, tt.onFresh)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("UpdateFrom = %v, want %v", err, tt.wantErr)
 			}

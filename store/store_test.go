@@ -118,14 +118,7 @@ func TestFinishingCommitIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	s, r := newStore(t, nil)
 	ctx := context.Background()
-	job := newJob(time.Now())
-	if _, _, _, err := s.Create(ctx, job, "fp", nil); err != nil {
-		t.Fatal(err)
-	}
-	_, seen, err := s.GetSeen(ctx, job.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, seen := seenJob(t, s, false)
 	trips := &roundtrips.Counter{}
 	r.Client.AddHook(trips)
 	if _, _, _, err := s.UpdateFrom(ctx, job.ID, seen, func(j *store.Job, now time.Time) (store.Change, error) {
