@@ -38,6 +38,11 @@ const slotIdleDivisor = 5
 // bank. So a busy destination turns its seats over every reuse window, and
 // a process that dies holds its seats until their leases end, as before.
 //
+// The bank also knows when its own holders fill a slot: a take then is
+// refused without asking Redis, and a delivery may wait (AwaitSlots) for
+// the seat one of them gives back, which it gets at once, rather than be
+// refused by Redis and tried again seconds later.
+//
 // The job's own slot (seats in the job's hash) is not banked: it rides the
 // commit and the record already.
 type slotBank struct {
@@ -45,10 +50,15 @@ type slotBank struct {
 	prefix         string
 	giveBack       func(ctx context.Context, seats []bankedSeat)
 
-	mu     sync.Mutex
-	seq    uint64
-	idle   map[string][]bankedSeat // destination → seats waiting, unused
-	lent   map[lending]lentSeat
+	mu   sync.Mutex
+	seq  uint64
+	idle map[string][]bankedSeat // destination → seats waiting, unused
+	lent map[lending]lentSeat
+	// lentOf counts the seats lent per destination; back holds, per
+	// destination, a channel closed when one of its seats next comes back
+	// (see full and lends).
+	lentOf map[string]int
+	back   map[string]chan struct{}
 	timer  *time.Timer
 	closed bool // drained: every seat given back goes back to Redis
 }
@@ -72,7 +82,8 @@ type lentSeat struct {
 
 func newSlotBank(reuse time.Duration, giveBack func(context.Context, []bankedSeat)) *slotBank {
 	return &slotBank{reuse: reuse, idleFor: reuse / slotIdleDivisor, prefix: "bank:" + uuid.NewString() + ":",
-		giveBack: giveBack, idle: map[string][]bankedSeat{}, lent: map[lending]lentSeat{}}
+		giveBack: giveBack, idle: map[string][]bankedSeat{}, lent: map[lending]lentSeat{},
+		lentOf: map[string]int{}, back: map[string]chan struct{}{}}
 }
 
 // lend gives holder a seat of destination for lease from now: a seat
@@ -80,14 +91,19 @@ func newSlotBank(reuse time.Duration, giveBack func(context.Context, []bankedSea
 // command to send), else a new member to take (fresh true, with the score
 // to take it at). A holder that holds a seat of destination already keeps
 // it (fresh while its take is not confirmed: re-sending it is harmless).
-func (b *slotBank) lend(holder, destination string, now time.Time, lease time.Duration) (member string, ends time.Time, fresh bool) {
+// When the bank's own holders hold limit seats already, none waiting, it
+// lends none (busy true): Redis would refuse the take.
+func (b *slotBank) lend(holder, destination string, now time.Time, lease time.Duration, limit int) (member string, ends time.Time, fresh, busy bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := lending{holder, destination}
 	if l, ok := b.lent[k]; ok {
-		return l.member, l.ends, !l.confirmed
+		return l.member, l.ends, !l.confirmed, false
 	}
 	seats := b.idle[destination]
+	if len(seats) == 0 && b.lentOf[destination] >= limit {
+		return "", time.Time{}, false, true
+	}
 	for i := len(seats) - 1; i >= 0; i-- {
 		if seat := seats[i]; !seat.ends.Before(now.Add(lease)) {
 			b.idle[destination] = append(seats[:i], seats[i+1:]...)
@@ -95,14 +111,49 @@ func (b *slotBank) lend(holder, destination string, now time.Time, lease time.Du
 				delete(b.idle, destination)
 			}
 			b.lent[k] = lentSeat{bankedSeat: seat, confirmed: true}
-			return seat.member, seat.ends, false
+			b.lentOf[destination]++
+			return seat.member, seat.ends, false, false
 		}
 	}
 	b.seq++
 	seat := bankedSeat{destination: destination, member: b.prefix + strconv.FormatUint(b.seq, 10),
 		taken: now, ends: now.Add(lease + b.reuse)}
 	b.lent[k] = lentSeat{bankedSeat: seat}
-	return seat.member, seat.ends, true
+	b.lentOf[destination]++
+	return seat.member, seat.ends, true, false
+}
+
+// full reports whether this bank's own holders hold limit seats of
+// destination or more (lent, none waiting), so that another take would be
+// refused whatever other processes hold; and then returns a channel closed
+// when one of those seats next comes back.
+func (b *slotBank) full(destination string, limit int) (<-chan struct{}, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.idle[destination]) > 0 || b.lentOf[destination] < limit {
+		return nil, false
+	}
+	return b.nextBack(destination), true
+}
+
+// lends reports whether this bank's holders hold seats of destination,
+// and then returns a channel closed when one of them next comes back.
+func (b *slotBank) lends(destination string) (<-chan struct{}, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lentOf[destination] == 0 {
+		return nil, false
+	}
+	return b.nextBack(destination), true
+}
+
+func (b *slotBank) nextBack(destination string) chan struct{} {
+	ch, ok := b.back[destination]
+	if !ok {
+		ch = make(chan struct{})
+		b.back[destination] = ch
+	}
+	return ch
 }
 
 // confirm records that holder's take of destination's seat landed.
@@ -129,6 +180,13 @@ func (b *slotBank) takeBack(holder, destination string, now time.Time) (member s
 		return holder, true
 	}
 	delete(b.lent, k)
+	if b.lentOf[destination]--; b.lentOf[destination] <= 0 {
+		delete(b.lentOf, destination)
+	}
+	if ch, ok := b.back[destination]; ok {
+		close(ch) // to Redis or waiting here, it is a seat a waiter can take
+		delete(b.back, destination)
+	}
 	if b.closed || !l.confirmed || !now.Before(l.taken.Add(b.reuse)) {
 		return l.member, true
 	}
@@ -190,6 +248,77 @@ func (b *slotBank) drain() []bankedSeat {
 	}
 	clear(b.idle)
 	return all
+}
+
+// AwaitSlots waits, for at most within, while this Store's own deliveries
+// hold every seat of one of slots (with Options.SlotReuse; without it, or
+// for a job's own slot, it returns at once). free false: one still is, and
+// a take would be refused without asking Redis. waited says it waited for
+// a seat to come back. A delivery to a receiver this worker keeps busy
+// thus takes the next seat one of its own deliveries gives back, within
+// milliseconds, rather than being refused and coming back one to three
+// seconds later.
+func (s *Store) AwaitSlots(ctx context.Context, slots []Slot, within time.Duration) (free, waited bool) {
+	if s.bank == nil {
+		return true, false
+	}
+	var timeout <-chan time.Time
+	for _, sl := range slots {
+		if _, ok := slotJob(sl.Destination); ok {
+			continue
+		}
+		for {
+			back, full := s.bank.full(sl.Destination, sl.Limit)
+			if !full {
+				break
+			}
+			if timeout == nil {
+				t := time.NewTimer(within)
+				defer t.Stop()
+				timeout = t.C
+			}
+			waited = true
+			select {
+			case <-back:
+			case <-timeout:
+				return false, true
+			case <-ctx.Done():
+				return false, true
+			}
+		}
+	}
+	return true, waited
+}
+
+// AwaitSlotBack waits, for at most within, for a seat of one of slots
+// that this Store's own deliveries hold to come back. It reports false at
+// once when they hold none (with Options.SlotReuse; without it, always):
+// a take Redis refused then is busy with other workers' deliveries. A
+// take refused while seats of this Store's were on their way back (one
+// given back as its take came in) so tries again within milliseconds.
+func (s *Store) AwaitSlotBack(ctx context.Context, slots []Slot, within time.Duration) bool {
+	if s.bank == nil {
+		return false
+	}
+	var backs []<-chan struct{}
+	for _, sl := range slots {
+		if back, ok := s.bank.lends(sl.Destination); ok {
+			backs = append(backs, back)
+		}
+	}
+	if len(backs) == 0 {
+		return false
+	}
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case <-backs[0]: // the first slot the bank lends: one is enough to try again
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // ReleaseKeptSlots gives back, in one round trip, the delivery-slot seats

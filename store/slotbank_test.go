@@ -171,3 +171,88 @@ func TestReleaseKeptSlots(t *testing.T) {
 		t.Errorf("a seat given back after ReleaseKeptSlots: the slot holds %v, want none", got)
 	}
 }
+
+// TestAwaitSlots: while a Store's own holders fill a slot, a further take
+// is refused without asking Redis, AwaitSlots waits until one of them gives
+// its seat back (or until its bound), and AwaitSlotBack waits for the next
+// seat back only while the Store lends one. Judged from AcquireSlots, the
+// client's round trips and the slot's set in Redis.
+func TestAwaitSlots(t *testing.T) {
+	t.Parallel()
+	r := testutil.NewRedis(t)
+	s := bankedStore(r, 2*time.Second, nil)
+	ctx := context.Background()
+	dest := []store.Slot{{Destination: "domain:await.example", Limit: 2}}
+	for _, h := range []string{"h1", "h2"} {
+		if ok, err := s.AcquireSlots(ctx, h, slotLease, dest); err != nil || !ok {
+			t.Fatalf("AcquireSlots(%s) = %v, %v; want taken", h, ok, err)
+		}
+	}
+
+	trips := &roundtrips.Counter{}
+	r.Client.AddHook(trips)
+	if ok, err := s.AcquireSlots(ctx, "h3", slotLease, dest); err != nil || ok {
+		t.Fatalf("AcquireSlots(h3) with both seats lent = %v, %v; want refused", ok, err)
+	}
+	if n := trips.Count(); n != 0 {
+		t.Errorf("the refusal took %d round trips, want 0: the Store knows its own seats fill the slot", n)
+	}
+	if free, waited := s.AwaitSlots(ctx, dest, 50*time.Millisecond); free || !waited {
+		t.Errorf("AwaitSlots with both seats lent and none given back = %v, %v; want not free after waiting", free, waited)
+	}
+
+	given := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		given <- s.ReleaseSlots(ctx, "h1", []string{dest[0].Destination})
+	}()
+	start := time.Now()
+	if free, waited := s.AwaitSlots(ctx, dest, 10*time.Second); !free || !waited {
+		t.Fatalf("AwaitSlots while h1 gives its seat back = %v, %v; want free after waiting", free, waited)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("AwaitSlots took %s, want it to end when the seat came back", took)
+	}
+	if err := <-given; err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AcquireSlots(ctx, "h3", slotLease, dest); err != nil || !ok {
+		t.Fatalf("AcquireSlots(h3) after h1 gave back = %v, %v; want taken", ok, err)
+	}
+	if got := slotHolders(t, s, r.Client, dest[0].Destination); len(got) != 2 {
+		t.Errorf("the slot holds %v, want two seats: h1's went to h3", got)
+	}
+	if free, waited := s.AwaitSlots(ctx, []store.Slot{{Destination: "domain:other.example", Limit: 2}}, time.Second); !free || waited {
+		t.Errorf("AwaitSlots of a slot the Store holds no seat of = %v, %v; want free at once", free, waited)
+	}
+
+	if s.AwaitSlotBack(ctx, []store.Slot{{Destination: "domain:other.example", Limit: 2}}, time.Second) {
+		t.Error("AwaitSlotBack of a slot the Store lends no seat of = true, want false at once")
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		given <- s.ReleaseSlots(ctx, "h2", []string{dest[0].Destination})
+	}()
+	if !s.AwaitSlotBack(ctx, dest, 10*time.Second) {
+		t.Error("AwaitSlotBack while h2 gives its seat back = false, want true")
+	}
+	if err := <-given; err != nil {
+		t.Fatal(err)
+	}
+	_ = s.ReleaseSlots(ctx, "h3", []string{dest[0].Destination})
+	s.ReleaseKeptSlots(ctx)
+}
+
+// TestAwaitSlotsWithoutReuse: a Store that keeps no seats never waits.
+func TestAwaitSlotsWithoutReuse(t *testing.T) {
+	t.Parallel()
+	r := testutil.NewRedis(t)
+	s := bankedStore(r, 0, nil)
+	dest := []store.Slot{{Destination: "domain:plain.example", Limit: 1}}
+	if free, waited := s.AwaitSlots(context.Background(), dest, time.Second); !free || waited {
+		t.Errorf("AwaitSlots = %v, %v; want free at once", free, waited)
+	}
+	if s.AwaitSlotBack(context.Background(), dest, time.Second) {
+		t.Error("AwaitSlotBack = true, want false at once")
+	}
+}

@@ -141,8 +141,10 @@ type slotTaking struct {
 	live   []*redis.IntCmd
 	// seats holds, at a job slot's index, its take_seat.lua (nil elsewhere).
 	seats []*redis.Cmd
-	now   time.Time
-	lease time.Duration
+	// busyHere marks the slots the bank found full of its own seats.
+	busyHere []bool
+	now      time.Time
+	lease    time.Duration
 }
 
 // seatArgs are take_seat.lua's arguments for slot i, for a plain re-run
@@ -156,7 +158,7 @@ func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder strin
 	now := s.now()
 	ends := now.Add(lease)
 	t := &slotTaking{holder: holder, slots: slots, keys: make([]string, len(slots)), live: make([]*redis.IntCmd, len(slots)),
-		seats: make([]*redis.Cmd, len(slots)), now: now, lease: lease}
+		seats: make([]*redis.Cmd, len(slots)), busyHere: make([]bool, len(slots)), now: now, lease: lease}
 	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
 	for i, sl := range slots {
 		if jobID, ok := slotJob(sl.Destination); ok {
@@ -168,8 +170,13 @@ func (s *Store) takeSlotsIn(ctx context.Context, p redis.Pipeliner, holder strin
 		t.keys[i] = key
 		member, seatEnds := holder, ends
 		if s.bank != nil {
-			var fresh bool
-			if member, seatEnds, fresh = s.bank.lend(holder, sl.Destination, now, lease); !fresh {
+			var fresh, busy bool
+			member, seatEnds, fresh, busy = s.bank.lend(holder, sl.Destination, now, lease, sl.Limit)
+			if busy {
+				t.busyHere[i] = true // this Store's own holders fill it: nothing to send
+				continue
+			}
+			if !fresh {
 				continue // a seat this Store holds already: nothing to send
 			}
 		}
@@ -201,7 +208,9 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 			continue
 		}
 		if n == nil {
-			continue // lent by the bank (see takeSlotsIn)
+			busy[i] = t.busyHere[i]
+			full = full || busy[i]
+			continue // lent by the bank, or full of its seats (see takeSlotsIn)
 		}
 		if n.Err() != nil {
 			return false, fmt.Errorf("acquire delivery slot %s: %w", t.slots[i].Destination, n.Err())
@@ -221,14 +230,17 @@ func (s *Store) settleSlots(ctx context.Context, t *slotTaking) (bool, error) {
 	}
 	var back []string // a busy seat holds nothing to give back
 	for i, sl := range t.slots {
-		if !busy[i] || t.seats[i] == nil {
+		if (!busy[i] || t.seats[i] == nil) && !t.busyHere[i] {
 			back = append(back, sl.Destination)
 		}
+	}
+	if len(back) == 0 {
+		return false, nil // refused here, before Redis: nothing to give back or sweep
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		s.releaseSlotsIn(ctx, p, t.holder, back)
 		for i, key := range t.keys {
-			if busy[i] && t.seats[i] == nil {
+			if busy[i] && t.seats[i] == nil && !t.busyHere[i] {
 				p.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(t.now.UnixMilli(), 10))
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,5 +227,48 @@ func TestOneJobHoldsAtMostPerJob(t *testing.T) {
 	t.Logf("job with %d events: %d requests, at most %d at once", len(evs), hits, peak)
 	if peak > 2 {
 		t.Fatalf("one job held %d deliveries at once; its share is 2", peak)
+	}
+}
+
+// TestBusyReceiverKeepsItsWebhooksInline: more polls finishing at once
+// than the receiver's PerDestination share lets in. Each delivery waits
+// for the seat one of the worker's own deliveries gives back
+// (store.AwaitSlots), so each webhook is still sent right after its
+// commit; none is handed to a delivery task that would come one to three
+// seconds later. Judged from the receiver's deliveries and asynq's own
+// queues.
+func TestBusyReceiverKeepsItsWebhooksInline(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts.Concurrency = 8
+	h.opts.Webhooks.PerDestination = 1
+	h.rcv.SetDelay(10 * time.Millisecond)
+	h.start()
+	var jobs []store.Job
+	for i := range 8 {
+		code := "SESSION_BUSY_" + testutil.RandomHex(4) + "_" + strconv.Itoa(i)
+		jobs = append(jobs, h.request(code, csmsim.SessionConfig{GenerationTime: time.Second}))
+	}
+	for _, j := range jobs {
+		if got := h.waitFinal(j.ID, 30*time.Second); got.Status != store.StatusDone {
+			t.Fatalf("job %s ended %s, want done", j.ID, got.Status)
+		}
+		h.waitEvent(j.ID, store.FinalEvent(store.StatusDone), 30*time.Second)
+	}
+	known, err := h.inspector.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{h.queues.FinalWebhooks, h.queues.Webhooks} {
+		if !slices.Contains(known, q) {
+			continue // no task was ever enqueued there
+		}
+		info, err := h.inspector.GetQueueInfo(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.Processed + info.Size; n > 0 {
+			t.Errorf("queue %s ran or holds %d delivery tasks, want none: every webhook sent inline", q, n)
+		}
 	}
 }

@@ -39,6 +39,12 @@ type Store interface {
 	// (slots.go), each in one round trip.
 	AcquireSlots(ctx context.Context, holder string, lease time.Duration, slots []store.Slot) (bool, error)
 	ReleaseSlots(ctx context.Context, holder string, destinations []string) error
+	// AwaitSlots waits, up to within, while this worker's own deliveries
+	// hold every seat of one of slots; free false: one still is.
+	AwaitSlots(ctx context.Context, slots []store.Slot, within time.Duration) (free, waited bool)
+	// AwaitSlotBack waits, up to within, for one of this worker's seats of
+	// slots to come back; false at once when it holds none.
+	AwaitSlotBack(ctx context.Context, slots []store.Slot, within time.Duration) bool
 }
 
 // CSM is what the handlers need of the CSM client.

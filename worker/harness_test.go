@@ -114,13 +114,13 @@ func (h *harness) newWorker() *worker.Worker {
 	if h.wrapCSM != nil {
 		upstream = h.wrapCSM(client)
 	}
-	rdb, st := h.redis.Client, h.store
-	if h.workerRedis != nil || h.minReplicas > 0 {
-		if h.workerRedis != nil {
-			rdb = h.workerRedis
-		}
-		st = store.New(rdb, store.Options{Namespace: h.redis.Namespace, MinReplicas: h.minReplicas, SlotReuse: store.DefaultSlotReuse})
+	// Each worker has a Store of its own, as each process does: seats it
+	// keeps for reuse are its own.
+	rdb := h.redis.Client
+	if h.workerRedis != nil {
+		rdb = h.workerRedis
 	}
+	st := store.New(rdb, store.Options{Namespace: h.redis.Namespace, MinReplicas: h.minReplicas, SlotReuse: store.DefaultSlotReuse})
 	secret, err := webhook.ParseSecret(h.secretText)
 	if err != nil {
 		h.t.Fatal(err)

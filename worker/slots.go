@@ -101,32 +101,59 @@ func (h *Handlers) firstSlots(target webhook.Target, jobID, destID string) []slo
 	return first
 }
 
+// seatWait bounds how long a delivery waits for a seat of a receiver that
+// this worker's own deliveries keep busy (store.AwaitSlots) before it is
+// busy: long enough for a healthy receiver's attempt to end and give its
+// seat back, short enough that a poll whose final webhook would wait
+// behind a hanging receiver hands it to its delivery task soon (and such a
+// receiver's failures stop inline attempts to it, see inlineGate).
+const seatWait = 250 * time.Millisecond
+
 // take acquires slots, those this set does not hold yet, in one round
-// trip. It reports false when one is busy and returns the store's error
-// when it failed; either way every slot this call asked for is given back,
-// in one more round trip (AcquireSlots's, when one is busy; this one's
-// after a failure: a slot whose acquire failed may still have been taken,
-// the reply lost, and ZREM of a non-member is harmless).
+// trip, having waited up to seatWait while this worker's own deliveries
+// hold every seat of one of them. It reports false when one is busy and
+// returns the store's error when it failed; either way every slot this
+// call asked for is given back, in one more round trip (AcquireSlots's,
+// when one is busy; this one's after a failure: a slot whose acquire
+// failed may still have been taken, the reply lost, and ZREM of a
+// non-member is harmless).
 func (s *slotSet) take(ctx context.Context, log *zap.Logger, slots ...slot) (bool, error) {
 	n := len(s.held)
 	var want []store.Slot
 	for _, sl := range slots {
-		if slices.Contains(s.held, sl.key) {
+		if slices.Contains(s.held, sl.key) || slices.ContainsFunc(want, func(w store.Slot) bool { return w.Destination == sl.key }) {
 			continue // one key counts once (an IP literal's domain slot is its address's)
 		}
-		s.held = append(s.held, sl.key)
 		want = append(want, sl.storeSlot())
 	}
-	ok, err := s.h.store.AcquireSlots(ctx, s.holder, s.lease, want)
-	switch {
-	case err != nil:
-		s.releaseFrom(ctx, log, n)
-		return false, err
-	case !ok:
-		s.held = s.held[:n] // AcquireSlots gave them back
-		return false, nil
+	hold := func() {
+		for _, sl := range want {
+			s.held = append(s.held, sl.Destination)
+		}
 	}
-	return true, nil
+	deadline := time.Now().Add(seatWait)
+	for {
+		if free, _ := s.h.store.AwaitSlots(ctx, want, time.Until(deadline)); !free {
+			return false, nil // this worker's own deliveries hold a slot's every seat
+		}
+		ok, err := s.h.store.AcquireSlots(ctx, s.holder, s.lease, want)
+		switch {
+		case err != nil:
+			hold()
+			s.releaseFrom(ctx, log, n)
+			return false, err
+		case ok:
+			hold()
+			return true, nil
+		}
+		// Refused, and given back: another of this worker's deliveries took
+		// the seat that came back first, or its give-back had not reached
+		// Redis yet. Wait for the next of this worker's seats; with none of
+		// them out, other workers hold the slot: busy.
+		if !s.h.store.AwaitSlotBack(ctx, want, time.Until(deadline)) {
+			return false, nil
+		}
+	}
 }
 
 // release gives every slot back.

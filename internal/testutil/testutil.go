@@ -166,6 +166,7 @@ type Receiver struct {
 	mu         sync.Mutex
 	deliveries []Delivery
 	status     int
+	delay      time.Duration
 	notify     chan struct{}
 }
 
@@ -183,13 +184,21 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	rc.mu.Lock()
 	rc.deliveries = append(rc.deliveries, Delivery{Header: r.Header.Clone(), Body: body, At: time.Now()})
-	status := rc.status
+	status, delay := rc.status, rc.delay
 	rc.mu.Unlock()
+	time.Sleep(delay)
 	select {
 	case rc.notify <- struct{}{}:
 	default:
 	}
 	w.WriteHeader(status)
+}
+
+// SetDelay makes the receiver take d over each delivery from now on.
+func (rc *Receiver) SetDelay(d time.Duration) {
+	rc.mu.Lock()
+	rc.delay = d
+	rc.mu.Unlock()
 }
 
 // SetStatus sets the status code answered from now on.
